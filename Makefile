@@ -1,0 +1,37 @@
+# Every target sets up what it needs from a fresh clone: its own venv, dependencies
+# from the package registries.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test e2e bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,socks]'
+	touch $(STAMP)
+
+# No key and no upstream configured: serve against the built-in Kimi simulator.
+run: $(STAMP)
+	@if [ -z "$$ZENMUX_API_KEY" ] && [ -z "$$MOONSHOT_BASE_URL" ] && [ -z "$$RAWPROXY_UPSTREAM" ]; then \
+		exec $(PY) -m rawproxy --simulator; \
+	else \
+		exec $(PY) -m rawproxy; \
+	fi
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+e2e: $(STAMP)
+	$(PY) -m pytest -q -m e2e tests/e2e
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+bench-quick: $(STAMP)
+	$(PY) -m bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,55 @@
+"""What each Kimi model family accepts (kimi.md section 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ids import turn_key_of
+from ..reasoning import Reasoning
+
+# The smallest reasoning reported accepted; "" counts as missing on k2.6 (kimi.md section 1).
+PLACEHOLDER = " "
+
+# Sampling parameters Kimi thinking models fix or reject (kimi.md section 2, temperature row).
+SAMPLING_PARAMS = ("temperature", "top_p", "top_k", "n", "presence_penalty", "frequency_penalty")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPolicy:
+    family: str
+    can_disable_thinking: bool   # k2.7-code, k2-thinking and the coding endpoint always think
+    has_thinking_field: bool     # k3 has no `thinking` field
+    takes_reasoning_effort: bool  # k3 takes low|high|max; k2.x rejects it beside thinking
+
+
+def policy_for(model: str) -> ModelPolicy:
+    name = model.lower()
+    if "k3" in name:
+        return ModelPolicy("k3", False, False, True)
+    if "k2.7" in name or "k2-7" in name or "k2p7" in name:
+        return ModelPolicy("k2.7-code", False, True, False)
+    if "k2-thinking" in name or "kimi-for-coding" in name or "k2p5" in name:
+        return ModelPolicy("always-thinking", False, True, False)
+    return ModelPolicy("k2", True, True, False)
+
+
+def recall_for(ids: list[str], recalled: dict[str, Reasoning]) -> tuple[str | None, Reasoning | None]:
+    """The turn key of a tool-call turn and what the store remembered for it."""
+    key = None
+    for call_id in ids:
+        key = turn_key_of(call_id)
+        if key is not None:
+            return key, recalled.get(key)
+    return key, None
+
+
+def restored_reasoning(stored: Reasoning | None, own_text: str) -> tuple[str, str]:
+    """Real reasoning first, then the turn's own text, then the placeholder (design principle 4)."""
+    if stored is not None and stored.text.strip():
+        return stored.text, "reasoning_restored"
+    if own_text.strip():
+        return own_text, "reasoning_from_text"
+    return PLACEHOLDER, "reasoning_placeholder"
+
+
+K3_EFFORT = {"minimal": "low", "low": "low", "medium": "high", "high": "high", "xhigh": "max", "max": "max"}

@@ -1,0 +1,128 @@
+"""Reads each upstream answer on its way to the client (in the upstream's dialect).
+
+Two jobs: give every tool call an id the proxy owns (`ids.tool_call_id`, keyed by this
+answer's turn key), and collect the answer's reasoning so it can be remembered under that
+key. Events it does not change are returned as the same object, so the pass-through path
+forwards their original bytes; it parses only the events it must.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .ids import tool_call_id
+from .reasoning import Reasoning
+from .sse import SSEEvent, encode_event
+
+
+class _Collected:
+    __slots__ = ("turn_key", "prefix", "parts", "signature", "tool_calls")
+
+    def __init__(self, turn_key: str, prefix: str) -> None:
+        self.turn_key = turn_key
+        self.prefix = prefix
+        self.parts: list[str] = []
+        self.signature: str | None = None
+        self.tool_calls = 0
+
+    def remembered(self) -> Reasoning | None:
+        """What to store: only answers with tool calls get replayed as tool-call turns."""
+        text = "".join(self.parts)
+        if not self.tool_calls or not text.strip():
+            return None
+        return Reasoning(text, self.signature)
+
+
+class AnthropicTap(_Collected):
+    __slots__ = ("_in_thinking",)
+
+    def __init__(self, turn_key: str, prefix: str) -> None:
+        super().__init__(turn_key, prefix)
+        self._in_thinking = False
+
+    def message(self, body: dict) -> None:
+        """A whole (non-streamed) message: rewrite ids in place, collect thinking."""
+        for block in body.get("content") or ():
+            kind = block.get("type")
+            if kind == "thinking":
+                self.parts.append(block.get("thinking") or "")
+                self.signature = block.get("signature") or self.signature
+            elif kind == "tool_use":
+                block["id"] = tool_call_id(self.turn_key, self.tool_calls, self.prefix)
+                self.tool_calls += 1
+
+    def event(self, ev: SSEEvent) -> SSEEvent:
+        if not ev.dispatch:
+            return ev
+        kind = ev.event
+        if kind == "content_block_delta":
+            if self._in_thinking:
+                delta = json.loads(ev.data).get("delta") or {}
+                if delta.get("type") == "thinking_delta":
+                    self.parts.append(delta.get("thinking") or "")
+                elif delta.get("type") == "signature_delta":
+                    self.signature = delta.get("signature") or self.signature
+            return ev
+        if kind == "content_block_start" or (kind is None and '"content_block_start"' in ev.data):
+            doc = json.loads(ev.data)
+            block = doc.get("content_block") or {}
+            btype = block.get("type")
+            self._in_thinking = btype == "thinking"
+            if self._in_thinking and block.get("thinking"):
+                self.parts.append(block["thinking"])
+            if btype == "tool_use":
+                block["id"] = tool_call_id(self.turn_key, self.tool_calls, self.prefix)
+                self.tool_calls += 1
+                data = json.dumps(doc, ensure_ascii=False)
+                return SSEEvent(ev.event, data, encode_event(data, ev.event or "content_block_start"), True)
+            return ev
+        if kind == "content_block_stop":
+            self._in_thinking = False
+        return ev
+
+
+class OpenAITap(_Collected):
+    __slots__ = ("_seen",)
+
+    def __init__(self, turn_key: str, prefix: str) -> None:
+        super().__init__(turn_key, prefix)
+        self._seen: set[tuple[int, int]] = set()
+
+    def message(self, body: dict) -> None:
+        for choice in body.get("choices") or ():
+            msg = choice.get("message") or {}
+            text = msg.get("reasoning_content") or msg.get("reasoning")
+            if isinstance(text, str) and choice.get("index", 0) == 0:
+                self.parts.append(text)
+            for k, call in enumerate(msg.get("tool_calls") or ()):
+                call["id"] = tool_call_id(self.turn_key, k, self.prefix)
+                self.tool_calls += 1
+
+    def event(self, ev: SSEEvent) -> SSEEvent:
+        if not ev.dispatch:
+            return ev
+        data = ev.data
+        # Most chunks carry only `content`: skip the parse unless the chunk can matter.
+        if "reasoning" not in data and "tool_calls" not in data:
+            return ev
+        if data == "[DONE]":
+            return ev
+        doc = json.loads(data)
+        changed = False
+        for choice in doc.get("choices") or ():
+            delta = choice.get("delta") or {}
+            text = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(text, str) and choice.get("index", 0) == 0:
+                self.parts.append(text)
+            for call in delta.get("tool_calls") or ():
+                if call.get("id"):
+                    k = call.get("index", 0)
+                    call["id"] = tool_call_id(self.turn_key, k, self.prefix)
+                    if (choice.get("index", 0), k) not in self._seen:
+                        self._seen.add((choice.get("index", 0), k))
+                        self.tool_calls += 1
+                    changed = True
+        if not changed:
+            return ev
+        out = json.dumps(doc, ensure_ascii=False)
+        return SSEEvent(None, out, encode_event(out), True)
