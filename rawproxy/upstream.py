@@ -90,6 +90,9 @@ class Upstream:
 
     async def send(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes) -> UpstreamResponse:
         where = _where(url)
+        headers = [(b"host", urlsplit(url).netloc.encode("ascii")), *headers]
+        if body or method == "POST":
+            headers.append((b"content-length", str(len(body)).encode()))
         request = httpcore.Request(
             method, url, headers=headers, content=body, extensions={"timeout": self._timeouts}
         )
@@ -101,7 +104,7 @@ class Upstream:
             raise UpstreamError(504, f"upstream {where} timed out") from None
         except httpcore.UnsupportedProtocol as exc:
             raise UpstreamError(502, f"upstream {where} unreachable: {_reason(exc)}") from None
-        except (httpcore.NetworkError, httpcore.RemoteProtocolError, httpcore.ProxyError, OSError) as exc:
+        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.ProxyError, OSError) as exc:
             raise UpstreamError(502, f"upstream {where} unreachable: {_reason(exc)}") from None
         response_headers = [(k.lower(), v) for k, v in raw.headers if k.lower() not in _HOP_BY_HOP]
         return UpstreamResponse(raw.status, response_headers, raw, where)
