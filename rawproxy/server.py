@@ -217,15 +217,33 @@ async def serve(
     *,
     limits: ServerLimits | None = None,
     on_error: ErrorResponder | None = None,
+    reuse_port: bool = False,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` until cancelled; reports the bound port through task_status."""
+    """Serve `app` until cancelled; reports the bound port through task_status.
+
+    `reuse_port` lets several worker processes accept on one port (SO_REUSEPORT), the
+    kernel spreading connections between them.
+    """
     limits = limits or ServerLimits()
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=1024)
+    if reuse_port:
+        listeners = [await _reuse_port_listener(host, port)]
+    else:
+        listeners = await trio.open_tcp_listeners(port, host=host, backlog=1024)
     bound = listeners[0].socket.getsockname()[1]
     handler = _make_handler(app, limits, on_error or _plain_error)
     task_status.started(bound)
     await trio.serve_listeners(handler, listeners)
+
+
+async def _reuse_port_listener(host: str, port: int) -> trio.SocketListener:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    await sock.bind((host, port))
+    sock.listen(1024)
+    return trio.SocketListener(sock)
 
 
 def _make_handler(app: App, limits: ServerLimits, on_error: ErrorResponder):
