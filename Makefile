@@ -24,8 +24,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+CLAUDE_DIR := .cache/claude-code
+
+# Opt-in: installs Claude Code from npm into a cache directory and runs it headless.
 e2e: $(STAMP)
-	$(PY) -m pytest -q -m e2e tests/e2e
+	@test -x $(CLAUDE_DIR)/node_modules/.bin/claude || npm install --prefix $(CLAUDE_DIR) --no-fund --no-audit @anthropic-ai/claude-code
+	$(PY) -m pytest -q -s -m e2e tests/e2e
 
 bench: $(STAMP)
 	$(PY) -m bench

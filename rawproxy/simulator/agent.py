@@ -11,6 +11,7 @@ that repeat every turn, as Kimi's do (kimi.md section 3).
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,6 +171,9 @@ def sample_arguments(schema: Any, agent: "Agent") -> dict:
 # ---------------------------------------------------------------- the agent
 
 
+_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.S)
+
+
 class Agent:
     def __init__(self) -> None:
         self.turns: list[dict] = []
@@ -216,6 +220,12 @@ class Agent:
             return []
         if conv.tool_choice not in (None, "auto", "required"):
             return [t for t in conv.tools if t[0] == conv.tool_choice][:1]
-        if conv.tool_turns == 0 and conv.parallel and len(conv.tools) >= 2:
-            return conv.tools[:2]
-        return conv.tools[:1]
+        # Tools the user names ("use Bash to ...") come first, so a real client such as
+        # Claude Code, which offers a dozen tools, runs the one the task asks for.
+        # Claude Code's <system-reminder> blocks name many tools; only the user's words count.
+        asked = _REMINDER.sub("", conv.user_text or "")
+        named = [t for t in conv.tools if re.search(rf"\b{re.escape(t[0])}\b", asked)]
+        pool = named or conv.tools
+        if conv.tool_turns == 0 and conv.parallel and len(pool) >= 2:
+            return pool[:2]
+        return pool[:1]

@@ -425,3 +425,15 @@ async def test_served_over_http_with_the_anthropic_sdk():
         final = await trio.to_thread.run_sync(run)
         nursery.cancel_scope.cancel()
     assert [b.type for b in final.content] == ["thinking", "text", "tool_use", "tool_use"]
+
+
+def test_agent_calls_the_tool_the_user_names_ignoring_system_reminders():
+    from rawproxy.simulator.agent import Agent, conversation_anthropic
+
+    tools = [{"name": n, "input_schema": {"type": "object", "properties": {"command": {"type": "string"}},
+                                          "required": ["command"]}} for n in ("Agent", "Bash", "Read")]
+    body = {"model": "kimi-k2.5", "max_tokens": 2000, "tools": tools, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "<system-reminder>Use the Agent tool for research.</system-reminder>"},
+        {"type": "text", "text": "Use the Bash tool to run a command."}]}]}
+    answer = Agent().answer(conversation_anthropic(body, True))
+    assert [c.name for c in answer.tool_calls] == ["Bash"]
