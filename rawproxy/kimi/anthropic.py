@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from ..errors import ClientError
 from ..ids import is_proxy_signature, make_signature, turn_key_of
 from ..reasoning import Reasoning
-from .policy import SAMPLING_PARAMS, policy_for, recall_for, restored_reasoning
-
-MAX_TOOLS = 128
+from .policy import policy_for, repair_common, recall_for, restored_reasoning
 
 
 def turn_keys_anthropic(body: dict) -> set[str]:
@@ -101,14 +98,7 @@ def _merge_users(first: dict, second: dict) -> None:
 def repair_anthropic(body: dict, recalled: dict[str, Reasoning]) -> list[str]:
     repairs: list[str] = []
     thinking = _thinking_on(body, repairs)
-    dropped = [p for p in SAMPLING_PARAMS if p in body]
-    for p in dropped:
-        del body[p]
-    if dropped:
-        repairs.append("sampling_dropped")
-    tools = body.get("tools")
-    if isinstance(tools, list) and len(tools) > MAX_TOOLS:
-        raise ClientError(f"Kimi accepts at most {MAX_TOOLS} tools; this request has {len(tools)}")
+    repair_common(body, repairs)
     choice = body.get("tool_choice")
     if thinking and isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
         body["tool_choice"] = {k: v for k, v in choice.items() if k == "disable_parallel_tool_use"} | {"type": "auto"}

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from ..errors import ClientError
 from ..ids import turn_key_of
 from ..reasoning import Reasoning
-from .policy import K3_EFFORT, SAMPLING_PARAMS, policy_for, recall_for, restored_reasoning
-
-MAX_TOOLS = 128
+from .policy import K3_EFFORT, policy_for, repair_common, recall_for, restored_reasoning
 
 
 def turn_keys_openai(body: dict) -> set[str]:
@@ -63,14 +60,7 @@ def _thinking_on(body: dict, repairs: list[str]) -> bool:
 def repair_openai(body: dict, recalled: dict[str, Reasoning]) -> list[str]:
     repairs: list[str] = []
     thinking = _thinking_on(body, repairs)
-    dropped = [p for p in SAMPLING_PARAMS if p in body]
-    for p in dropped:
-        del body[p]
-    if dropped:
-        repairs.append("sampling_dropped")
-    tools = body.get("tools")
-    if isinstance(tools, list) and len(tools) > MAX_TOOLS:
-        raise ClientError(f"Kimi accepts at most {MAX_TOOLS} tools; this request has {len(tools)}")
+    repair_common(body, repairs)
     choice = body.get("tool_choice")
     if thinking and (choice == "required" or isinstance(choice, dict)):
         # "tool_choice specified is incompatible with thinking enabled" (kimi.md section 2).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ClientError
 from ..ids import turn_key_of
 from ..reasoning import Reasoning
 
@@ -12,6 +13,20 @@ PLACEHOLDER = " "
 
 # Sampling parameters Kimi thinking models fix or reject (kimi.md section 2, temperature row).
 SAMPLING_PARAMS = ("temperature", "top_p", "top_k", "n", "presence_penalty", "frequency_penalty")
+MAX_TOOLS = 128
+
+
+def repair_common(body: dict, repairs: list[str]) -> None:
+    """The rules both dialects share: fixed sampling, and Kimi's tool count limit."""
+    dropped = [p for p in SAMPLING_PARAMS if p in body]
+    for p in dropped:
+        del body[p]
+    if dropped:
+        repairs.append("sampling_dropped")
+    tools = body.get("tools")
+    if isinstance(tools, list) and len(tools) > MAX_TOOLS:
+        # A clear error from the proxy beats the upstream's (kimi.md section 2, tool count).
+        raise ClientError(f"Kimi accepts at most {MAX_TOOLS} tools; this request has {len(tools)}")
 
 
 @dataclass(frozen=True, slots=True)
