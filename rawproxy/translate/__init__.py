@@ -1,0 +1,17 @@
+"""Pure, sans-IO translation between Anthropic Messages and OpenAI Chat Completions.
+
+Knows nothing of Kimi and does no IO; see docs/architecture.md and protocols.md section 3.
+"""
+
+from .requests import anthropic_to_openai_request, openai_to_anthropic_request
+from .responses import anthropic_to_openai_response, openai_to_anthropic_response
+from .streams import AnthropicToOpenAIStream, OpenAIToAnthropicStream
+
+__all__ = [
+    "AnthropicToOpenAIStream",
+    "OpenAIToAnthropicStream",
+    "anthropic_to_openai_request",
+    "anthropic_to_openai_response",
+    "openai_to_anthropic_request",
+    "openai_to_anthropic_response",
+]
