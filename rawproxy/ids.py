@@ -9,11 +9,12 @@ turn that the client sends back.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import os
 import re
 import secrets
 
-_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 TURN_KEY_LEN = 20
 _PROXY_ID = re.compile(r"^(?:toolu|call)_([a-z0-9]{%d})_(\d+)$" % TURN_KEY_LEN)
 _INVALID = re.compile(r"[^a-zA-Z0-9_-]")
@@ -21,7 +22,8 @@ SIGNATURE_PREFIX = "rawproxy-sig-"
 
 
 def new_turn_key() -> str:
-    return "".join(secrets.choice(_ALPHABET) for _ in range(TURN_KEY_LEN))
+    # 100 random bits in lower-case base32 (a-z, 2-7): one urandom call per answer.
+    return base64.b32encode(os.urandom(13)).decode("ascii").lower()[:TURN_KEY_LEN]
 
 
 def tool_call_id(turn_key: str, index: int, prefix: str) -> str:
