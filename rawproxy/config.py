@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import importlib.util
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -61,6 +63,12 @@ class Settings:
     # Reasoning store: bounded in bytes, entries expire.
     store_max_bytes: int = 64 * 1024 * 1024
     store_ttl: float = 24 * 3600.0
+    # "memory" (one process) or "sqlite:PATH" (shared by workers, kept across restarts).
+    store: str = "memory"
+    store_default: bool = False  # store was chosen for --workers > 1, not named by the user
+    # Processes accepting on one port; worker_id is set in each worker a supervisor starts.
+    workers: int = 1
+    worker_id: int | None = None
     # Limits and timeouts (seconds).
     max_body_bytes: int = 32 * 1024 * 1024
     max_header_bytes: int = 64 * 1024
@@ -69,6 +77,19 @@ class Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
     upstream_connections: int = 256
+    request_timeout: float = 3600.0   # whole request, a stream included: a ceiling for runaways
+    max_connections: int = 4096       # open client connections; the next ones get a 503
+    graceful_timeout: float = 30.0    # SIGTERM/SIGINT: in-flight requests get this long to finish
+    # Upstream retries before the client has a byte: how many, and the longest wait.
+    retries: int = 2
+    retry_max_wait: float = 10.0
+    # Access control: keys clients must present; allow_open permits a key-less proxy that
+    # holds an upstream key on a non-loopback address.
+    access_keys: tuple[str, ...] = field(default=(), repr=False)
+    allow_open: bool = False
+    # Outbound proxy for the upstream, resolved once (flag, or *_PROXY minus NO_PROXY).
+    outbound_proxy: str = field(default="", repr=False)
+    log_format: str = "text"          # text | json
 
     def is_kimi(self, model: str) -> bool:
         name = model.lower()
@@ -117,7 +138,132 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, help="request body limit (env PROXY_MAX_BODY_BYTES, default 32 MiB)")
     p.add_argument("--read-timeout", type=float, help="upstream read timeout between two bytes, seconds (env PROXY_READ_TIMEOUT, default 600)")
     p.add_argument("--connect-timeout", type=float, help="upstream connect timeout, seconds (env PROXY_CONNECT_TIMEOUT, default 10)")
+    p.add_argument("--workers", type=int, help="processes accepting on the port, under a supervisor (env PROXY_WORKERS, default 1)")
+    p.add_argument("--store", help="remembered reasoning: memory or sqlite:PATH (env PROXY_STORE; default memory, "
+                                   "or a SQLite file under $XDG_STATE_HOME/rawproxy with --workers > 1)")
+    p.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)  # set by the supervisor in its workers
+    p.add_argument("--header-timeout", type=float, help="seconds a client has to send a request head (env PROXY_HEADER_TIMEOUT, default 30)")
+    p.add_argument("--keepalive-timeout", type=float, help="seconds an idle keep-alive connection stays open (env PROXY_KEEPALIVE_TIMEOUT, default 75)")
+    p.add_argument("--request-timeout", type=float, help="ceiling on one whole request, stream included, seconds (env PROXY_REQUEST_TIMEOUT, default 3600)")
+    p.add_argument("--max-header-bytes", type=int, help="request head limit, 431 above it (env PROXY_MAX_HEADER_BYTES, default 65536)")
+    p.add_argument("--max-connections", type=int, help="open client connections; more get a 503 (env PROXY_MAX_CONNECTIONS, default 4096)")
+    p.add_argument("--retries", type=int, help="upstream retries on connect errors and 429/5xx before the first byte (env PROXY_RETRIES, default 2)")
+    p.add_argument("--retry-max-wait", type=float, help="longest wait before a retry, seconds; a longer Retry-After goes to the client (env PROXY_RETRY_MAX_WAIT, default 10)")
+    p.add_argument("--graceful-timeout", type=float, help="seconds in-flight requests get to finish on SIGTERM/SIGINT (env PROXY_GRACEFUL_TIMEOUT, default 30)")
+    p.add_argument("--proxy-api-keys", help="comma-separated keys clients must present (env PROXY_API_KEYS); never sent upstream")
+    p.add_argument("--allow-open", action="store_true", default=None,
+                   help="allow an upstream key on a non-loopback address without access keys (env PROXY_ALLOW_OPEN)")
+    p.add_argument("--outbound-proxy", help="proxy for upstream requests: http://, https://, socks5:// "
+                                            "(default from HTTPS_PROXY / HTTP_PROXY, minus NO_PROXY)")
+    p.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON (env LOG_FORMAT, default text)")
     return p
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost, or "" (every interface)
+
+
+def _no_proxy_matches(host: str, port: int, no_proxy: str) -> bool:
+    """curl's NO_PROXY: `*`, host names matching themselves and their subdomains
+    (`example.com`, `.example.com`, `*.example.com`), IP addresses and CIDR blocks, each
+    optionally with `:port`."""
+    host = host.lower().strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for entry in no_proxy.split(","):
+        entry = entry.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        name, entry_port = entry, None
+        if entry.startswith("["):  # [v6]:port
+            name, _, rest = entry[1:].partition("]")
+            entry_port = rest[1:] if rest.startswith(":") else None
+        elif entry.count(":") == 1:
+            name, _, entry_port = entry.partition(":")
+        if entry_port and entry_port != str(port):
+            continue
+        if address is not None:
+            try:
+                if address in ipaddress.ip_network(name, strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        name = name.removeprefix("*").lstrip(".")
+        if name and (host == name or host.endswith("." + name)):
+            return True
+    return False
+
+
+def resolve_outbound_proxy(flag: str | None, upstream: str, env: Mapping[str, str]) -> str:
+    """The proxy URL for requests to `upstream`, or "". The flag wins over the environment;
+    NO_PROXY exempts the upstream from either (as curl does with its environment). A
+    loopback upstream ignores the environment's proxies (as Go's ProxyFromEnvironment does):
+    a proxy elsewhere cannot reach this machine's localhost; only the flag sends it there."""
+    parts = urlsplit(upstream)
+    if flag is None:
+        if is_loopback(parts.hostname or ""):
+            return ""
+        names = ("https_proxy", "HTTPS_PROXY") if parts.scheme == "https" else ("http_proxy", "HTTP_PROXY")
+        flag = next((env[n] for n in names if env.get(n)), "")
+    url = flag.strip()
+    if not url:
+        return ""
+    no_proxy = env.get("no_proxy") or env.get("NO_PROXY") or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if no_proxy and _no_proxy_matches(parts.hostname or "", port, no_proxy):
+        return ""
+    if "://" not in url:
+        url = "http://" + url  # HTTP_PROXY=host:port is common
+    proxy = urlsplit(url)
+    if proxy.scheme not in ("http", "https", "socks5", "socks5h") or not proxy.hostname:
+        raise ConfigError(f"outbound proxy must be http://, https:// or socks5://host:port, not {proxy.scheme}://...")
+    try:
+        proxy.port
+    except ValueError:
+        raise ConfigError("outbound proxy has an invalid port") from None
+    if proxy.scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
+        raise ConfigError("a socks5 outbound proxy needs the socksio package: pip install 'rawproxy[socks]'")
+    return url
+
+
+def check_exposure(host: str, api_key: str, access_keys: tuple[str, ...], allow_open: bool) -> None:
+    """Refuse to hand an upstream key to anyone who can reach a public port."""
+    if api_key and not access_keys and not allow_open and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to listen on {host or 'every interface'} with an upstream key and no access keys: "
+            "anyone who can reach the port could spend the key. Set PROXY_API_KEYS=key1,key2 "
+            "(or --proxy-api-keys) so clients must present a key, or allow it on purpose with "
+            "--allow-open (PROXY_ALLOW_OPEN=1), e.g. behind a gateway that authenticates."
+        )
+
+
+def default_store_path(env: Mapping[str, str]) -> str:
+    """Where the shared store lives when --workers > 1 and no --store: the XDG state dir."""
+    state = env.get("XDG_STATE_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "rawproxy", "reasoning.sqlite3")
+
+
+def _store(spec: str | None, workers: int, env: Mapping[str, str]) -> tuple[str, bool]:
+    if spec is None:
+        return ("sqlite:" + default_store_path(env), True) if workers > 1 else ("memory", False)
+    kind, sep, path = spec.partition(":")
+    if spec == "memory":
+        if workers > 1:
+            raise ConfigError(f"a memory store is not shared by {workers} workers: use --store sqlite:PATH")
+        return spec, False
+    if kind != "sqlite" or not sep or not path:
+        raise ConfigError(f"PROXY_STORE must be memory or sqlite:PATH, not {spec!r}")
+    return "sqlite:" + os.path.abspath(os.path.expanduser(path)), False
 
 
 def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -158,12 +304,35 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
             raise ConfigError(f"{name} must be positive")
         return value
 
+    def count(flag, name, default):
+        raw = pick(flag, name, default=default)
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+        if value < 0:
+            raise ConfigError(f"{name} must not be negative")
+        return value
+
+    host = pick(args.host, "PROXY_HOST", default="127.0.0.1")
+    api_key = pick(args.api_key, "ZENMUX_API_KEY", "RAWPROXY_API_KEY", default="")
+    access_keys = tuple(k.strip() for k in (pick(args.proxy_api_keys, "PROXY_API_KEYS", default="") or "").split(",")
+                        if k.strip())
+    allow_open = args.allow_open if args.allow_open is not None else _truthy(env.get("PROXY_ALLOW_OPEN"))
+    if not args.simulator:  # the simulator's key is a stand-in, worth nothing
+        check_exposure(host, api_key, access_keys, allow_open)
+    log_format = (pick(args.log_format, "LOG_FORMAT", default="text") or "text").lower()
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT must be text or json, not {log_format!r}")
+
+    workers = number(args.workers, "PROXY_WORKERS", 1, int)
+    store, store_default = _store(pick(args.store, "PROXY_STORE"), workers, env)
     return Settings(
-        host=pick(args.host, "PROXY_HOST", default="127.0.0.1"),
+        host=host,
         port=port,
         upstream=upstream.rstrip("/"),
         upstream_format=fmt,
-        api_key=pick(args.api_key, "ZENMUX_API_KEY", "RAWPROXY_API_KEY", default=""),
+        api_key=api_key,
         model_map=ModelMap.parse(pick(args.model_map, "MODEL_MAP", default=DEFAULT_MODEL_MAP)),
         kimi_models=tuple(p.strip() for p in kimi.split(",") if p.strip()),
         debug=args.debug if args.debug is not None else _truthy(env.get("DEBUG")),
@@ -171,4 +340,20 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         max_body_bytes=number(args.max_body_bytes, "PROXY_MAX_BODY_BYTES", 32 * 1024 * 1024, int),
         read_timeout=number(args.read_timeout, "PROXY_READ_TIMEOUT", 600.0),
         connect_timeout=number(args.connect_timeout, "PROXY_CONNECT_TIMEOUT", 10.0),
+        header_timeout=number(args.header_timeout, "PROXY_HEADER_TIMEOUT", 30.0),
+        keepalive_timeout=number(args.keepalive_timeout, "PROXY_KEEPALIVE_TIMEOUT", 75.0),
+        request_timeout=number(args.request_timeout, "PROXY_REQUEST_TIMEOUT", 3600.0),
+        max_header_bytes=number(args.max_header_bytes, "PROXY_MAX_HEADER_BYTES", 64 * 1024, int),
+        max_connections=number(args.max_connections, "PROXY_MAX_CONNECTIONS", 4096, int),
+        graceful_timeout=number(args.graceful_timeout, "PROXY_GRACEFUL_TIMEOUT", 30.0),
+        retries=count(args.retries, "PROXY_RETRIES", 2),
+        retry_max_wait=number(args.retry_max_wait, "PROXY_RETRY_MAX_WAIT", 10.0),
+        access_keys=access_keys,
+        allow_open=allow_open,
+        outbound_proxy=resolve_outbound_proxy(args.outbound_proxy, upstream, env),
+        log_format=log_format,
+        workers=workers,
+        store=store,
+        store_default=store_default,
+        worker_id=args.worker_id,
     )

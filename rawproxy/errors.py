@@ -82,3 +82,12 @@ def upstream_error_message(body: bytes) -> str:
         if isinstance(doc.get("detail"), str):
             return doc["detail"]
     return json.dumps(doc)[:2000]
+
+
+def redact(text: str, *secrets: str) -> str:
+    """`text` with every secret replaced: some upstreams quote the key they were sent
+    in their error message, and that message is relayed to the client."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, "<redacted>")
+    return text

@@ -28,8 +28,15 @@ class Response:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: bytes = b""
     # When set the body is ignored and each item is written as it comes; the server
-    # closes the iterator (aclose) whether the client stayed or left.
+    # closes the iterator (aclose) whether the client stayed or left, even when it never
+    # started iterating. Raising StreamAborted ends the connection after what was sent.
     stream: AsyncIterator[bytes] | None = None
+
+
+class StreamAborted(Exception):
+    """Raised by a response stream after it has yielded its own report of a failure (an
+    error event). The server then ends the connection without the body's last chunk, so
+    no client can take the cut stream for a complete one."""
 
 
 JSON = (b"content-type", b"application/json")

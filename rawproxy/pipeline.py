@@ -15,8 +15,8 @@ from typing import AsyncIterator, Callable
 from . import kimi
 from .config import Settings, upstream_url
 from .dialects import ANTHROPIC, OPENAI, client_key, error_event, error_response
-from .errors import ClientError, upstream_error_message
-from .http_types import EVENT_STREAM, Request, Response, json_response
+from .errors import ClientError, redact, upstream_error_message
+from .http_types import EVENT_STREAM, Request, Response, StreamAborted, json_response
 from .ids import new_turn_key
 from .reasoning import Reasoning
 from .sse import SSEParser
@@ -38,15 +38,30 @@ class Outcome:
     upstream_status: int | None = None
     repairs: list[str] = field(default_factory=list)
     model: str = ""
+    # A streamed answer is logged when it ends, not when its head leaves: the relay sets
+    # `stream` to complete | error | cancelled and calls `on_end` (set by the app) once.
+    stream: str | None = None
+    on_end: Callable[["Outcome"], None] | None = None
+    streaming: bool = False  # the response is a relay that will call end_stream
+
+    def end_stream(self, result: str) -> None:
+        if self.stream is not None:
+            return
+        self.stream = result
+        if self.on_end is not None:
+            self.on_end(self)
 
 
-def upstream_headers(request: Request, upstream_format: str, api_key: str, stream: bool) -> list[tuple[bytes, bytes]]:
+def upstream_headers(request: Request, upstream_format: str, api_key: str, stream: bool,
+                     forward_client_key: bool = True) -> list[tuple[bytes, bytes]]:
+    """`forward_client_key` is False when clients authenticate to the proxy itself: their
+    key is then an access key and never leaves the proxy."""
     headers = [
         (b"content-type", b"application/json"),
         (b"accept", b"text/event-stream" if stream else b"application/json"),
         (b"accept-encoding", b"identity"),  # the tap reads the bytes: no compression
     ]
-    key = api_key.encode() if api_key else client_key(request)
+    key = api_key.encode() if api_key else (client_key(request) if forward_client_key else None)
     if key:
         if upstream_format == ANTHROPIC:
             headers.append((b"x-api-key", key))
@@ -69,11 +84,12 @@ def _answer_headers(up: UpstreamResponse) -> list[tuple[bytes, bytes]]:
 class Completion:
     """The completion route for one client dialect against the configured upstream."""
 
-    def __init__(self, settings: Settings, upstream: Upstream, store, client: str) -> None:
+    def __init__(self, settings: Settings, upstream: Upstream, store, client: str, metrics=None) -> None:
         self.settings = settings
         self.upstream = upstream
         self.store = store
         self.client = client
+        self.metrics = metrics
         self.upstream_format = settings.upstream_format
         self.url = upstream_url(settings.upstream, settings.upstream_format)
 
@@ -89,8 +105,10 @@ class Completion:
             await self._repair(body, outcome)
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         if self.settings.debug:
-            log.debug("upstream request %s model=%s repairs=%s", self.url, body["model"], outcome.repairs)
-        headers = upstream_headers(request, self.upstream_format, self.settings.api_key, stream)
+            log.debug("upstream request %s model=%s (client asked for %s) repairs=%s",
+                      self.url, body["model"], client_model, ",".join(outcome.repairs) or "-")
+        headers = upstream_headers(request, self.upstream_format, self.settings.api_key, stream,
+                                   not self.settings.access_keys)
         up = await self.upstream.send("POST", self.url, headers, payload)
         outcome.upstream_status = up.status
         if up.status >= 400:
@@ -101,8 +119,9 @@ class Completion:
         ctype = (up.header(b"content-type") or b"").lower()
         if stream and ctype.startswith(b"text/event-stream"):
             translator = self._stream_translator(client_model, turn_key, include_usage)
-            relay = _Relay(up, tap, translator, self.client, self.store, self.settings.debug)
-            return Response(200, [EVENT_STREAM, (b"cache-control", b"no-cache")] + _answer_headers(up), stream=relay.run())
+            relay = _Relay(up, tap, translator, self.client, self.store, outcome, self.metrics)
+            outcome.streaming = True
+            return Response(200, [EVENT_STREAM, (b"cache-control", b"no-cache")] + _answer_headers(up), stream=relay)
         raw = await up.read()
         if stream:
             raise UpstreamError(502, f"upstream answered a streaming request with {ctype.decode('latin-1') or 'no content type'}, not an event stream")
@@ -134,7 +153,7 @@ class Completion:
             raw = await up.read()
         except UpstreamError as exc:
             raw = exc.message.encode()
-        message = upstream_error_message(raw)
+        message = redact(upstream_error_message(raw), self.settings.api_key)
         return error_response(self.client, up.status, message, _answer_headers(up))
 
     def _translate_request(self, body: dict) -> dict:
@@ -162,18 +181,47 @@ class Completion:
 
 
 class _Relay:
-    """Moves one upstream SSE stream to the client, event by event, never buffering it whole."""
+    """Moves one upstream SSE stream to the client, event by event, never buffering it whole.
 
-    __slots__ = ("up", "tap", "translator", "client", "store", "debug", "_stored_calls")
+    It is the Response's stream: `async for` runs `run()`, and `aclose()` releases the
+    upstream answer even when the server never started iterating (the client left before
+    the head went out), so no upstream connection outlives its client.
+    """
 
-    def __init__(self, up: UpstreamResponse, tap, translator, client: str, store, debug: bool) -> None:
+    __slots__ = ("up", "tap", "translator", "client", "store", "outcome", "metrics", "_stored_calls",
+                 "_gen", "_closed")
+
+    def __init__(self, up: UpstreamResponse, tap, translator, client: str, store, outcome: Outcome,
+                 metrics=None) -> None:
         self.up = up
         self.tap = tap
         self.translator = translator
         self.client = client
         self.store = store
-        self.debug = debug
+        self.outcome = outcome
+        self.metrics = metrics
         self._stored_calls = 0
+        self._gen = None
+        self._closed = False
+        if metrics is not None:
+            metrics.open_streams.inc()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        self._gen = self.run()
+        return self._gen
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._gen is not None:
+                await self._gen.aclose()
+        finally:
+            await self.up.aclose()
+            if self.metrics is not None:
+                self.metrics.open_streams.dec()
+            self.outcome.end_stream("cancelled")  # no-op when run() already said how it ended
 
     async def _remember(self) -> None:
         """Store as soon as a tool call is seen: the client may send the next turn before EOF."""
@@ -188,7 +236,8 @@ class _Relay:
         parser = SSEParser()
         translator = self.translator
         tap = self.tap
-        complete = False
+        complete = failed = False
+        last = b""  # the last bytes sent: a translated stream's ending is read from them
         try:
             async for chunk in self.up.iter_bytes():
                 out: list[bytes] = []
@@ -201,19 +250,48 @@ class _Relay:
                         if ev.dispatch and (ev.event == "message_stop" or ev.data == "[DONE]"):
                             complete = True
                         elif ev.event == "error" or (self.client == OPENAI and ev.data.startswith('{"error"')):
-                            complete = True  # the upstream's own error event already tells the client
+                            failed = True  # the upstream's own error event already tells the client
                 await self._remember()
                 if out:
-                    yield b"".join(out)
+                    last = b"".join(out)
+                    yield last
+                if failed:
+                    break
             parser.close()
             if translator is not None:
                 tail = translator.close()
                 if tail:
-                    yield b"".join(tail)
-            elif not complete:
+                    last = b"".join(tail)
+                    yield last
+                complete, failed = _translated_ending(self.client, last)
+            elif not complete and not failed:
                 yield error_event(self.client, 502, "upstream stream ended before the answer was complete")
+                failed = True
         except UpstreamError as exc:
             await self._remember()
+            if complete or _translated_ending(self.client, last)[0]:
+                # The answer was already whole: a connection dropped after it changes nothing.
+                self.outcome.end_stream("complete")
+                return
+            self.outcome.end_stream("error")
             yield error_event(self.client, exc.status, exc.message)
+            raise StreamAborted(exc.message) from None
         finally:
             await self.up.aclose()
+        if failed or not complete:
+            self.outcome.end_stream("error")
+            raise StreamAborted("the stream ended with an error event")
+        self.outcome.end_stream("complete")
+
+
+def _translated_ending(client: str, last: bytes) -> tuple[bool, bool]:
+    """(complete, failed) from the last bytes a stream sent. A translator's last output is
+    its verdict: message_stop / [DONE] when whole, an error event when not (it writes
+    nothing after either). Looked at once per stream, so the loop above stays as it was."""
+    if client == ANTHROPIC:
+        if b"event: message_stop" in last:
+            return True, False
+        return False, b"event: error" in last
+    if last.rstrip().endswith(b"[DONE]"):
+        return True, False
+    return False, b'{"error"' in last

@@ -1,7 +1,8 @@
 """Remembered reasoning, keyed by the turn key inside the tool-call ids the proxy issued.
 
 In memory, bounded in bytes (least recently used entries go first) and entries expire.
-The interface is async so a shared store (SQLite, for several workers) fits behind it.
+The interface is async so a shared store (SQLite, for several workers:
+reasoning_sqlite.py) fits behind it; open_store picks one from the settings.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +25,8 @@ class Reasoning:
 _ENTRY_OVERHEAD = 120  # bytes of bookkeeping counted per entry besides the text
 
 
-def _size(key: str, value: Reasoning) -> int:
+def entry_size(key: str, value: Reasoning) -> int:
+    """The bytes one entry counts against a store's bound (both stores count alike)."""
     return len(key) + len(value.text.encode()) + len((value.signature or "").encode()) + _ENTRY_OVERHEAD
 
 
@@ -58,7 +63,7 @@ class MemoryReasoningStore:
         return found
 
     async def put(self, key: str, value: Reasoning) -> None:
-        size = _size(key, value)
+        size = entry_size(key, value)
         if size > self.max_bytes:
             return  # larger than the whole store: keeping it would evict everything
         old = self._entries.pop(key, None)
@@ -73,3 +78,20 @@ class MemoryReasoningStore:
     async def aclose(self) -> None:
         self._entries.clear()
         self.bytes = 0
+
+
+def open_store(settings: "Settings"):
+    """The one place that turns `Settings.store` ("memory" or "sqlite:PATH") into a store."""
+    kind, _, path = settings.store.partition(":")
+    if kind == "memory":
+        return MemoryReasoningStore(settings.store_max_bytes, settings.store_ttl)
+    if kind == "sqlite" and path:
+        import os
+
+        from .reasoning_sqlite import SQLiteReasoningStore
+
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            os.makedirs(folder, mode=0o700, exist_ok=True)  # the default place under the user's state dir
+        return SQLiteReasoningStore(path, settings.store_max_bytes, settings.store_ttl)
+    raise ValueError(f"unknown reasoning store {settings.store!r}")

@@ -1,13 +1,24 @@
 """The listener and the HTTP/1.1 connection loop (trio + h11).
 
-The only module that touches client sockets. It reads a whole request (bounded), hands it
-to an app, and writes the response: a body, or a stream whose items each leave in one
-write as soon as they are produced. While a stream is being written it also watches the
-client socket, so a client that leaves cancels the upstream work at once.
+The only module that touches client sockets. It reads a whole request (bounded in size
+and time), hands it to an app, and writes the response: a body, or a stream whose items
+each leave in one write as soon as they are produced. A client that leaves cancels the
+work done for it: at once while a stream is written (a task watches its socket), within
+a second while the app is still working on the answer (one task per server looks at the
+connections that have waited that long, so a quick request pays nothing for it).
+
+Limits it enforces: head size (431) and time (408, or a quiet close), body size (413),
+a keep-alive idle time, a ceiling on one whole request (an error in the client's dialect,
+as a body or, once a stream has started, as an error event), and a number of open
+connections (at the cap a connection resting between requests makes room, else the
+newcomer gets a 503 and is closed). `Server.drain()` stops accepting
+and lets in-flight requests finish; `Server.abort()` then cuts what is left.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import socket
 from dataclasses import dataclass
@@ -16,15 +27,26 @@ from typing import Awaitable, Callable
 import h11
 import trio
 
-from .http_types import Request, Response
+from .http_types import Request, Response, StreamAborted
 
 log = logging.getLogger("rawproxy.server")
 
 App = Callable[[Request], Awaitable[Response]]
-# Builds an error response in the dialect the path implies (the server knows no dialects).
+# Build an error in the dialect the path implies (the server knows no dialects): a whole
+# response before the head went out, the bytes of one stream event after.
 ErrorResponder = Callable[[str, int, str], Response]
+StreamErrorResponder = Callable[[str, int, str], bytes]
 
 _READ_SIZE = 65536
+# After an early answer (413, 431, 503) the client may still be sending; its bytes are
+# read and dropped this long so it sees the answer rather than a connection reset.
+_LINGER_SECONDS = 2.0
+_REFUSE_HEAD_SECONDS = 5.0   # an over-limit connection gets this long to send its head
+_MAX_REFUSING = 256          # beyond this many at once, over-limit connections just close
+_WAIT_CHECK = 0.5            # how often the server looks for clients gone while the app works
+# accept() failing for lack of descriptors or memory: wait, the load may pass.
+_ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,88 +56,137 @@ class ServerLimits:
     header_timeout: float = 30.0      # a slow client sending its head is cut off
     keepalive_timeout: float = 75.0   # an idle keep-alive connection is closed
     body_timeout: float = 120.0
+    request_timeout: float = 3600.0   # from the head received to the response's last byte
+    max_connections: int = 4096
 
 
 def _plain_error(path: str, status: int, message: str) -> Response:
-    import json
-
     body = json.dumps({"error": {"message": message, "type": "invalid_request_error"}}).encode()
     return Response(status, [(b"content-type", b"application/json")], body)
 
 
-class _ClientGone(Exception):
-    pass
+def _plain_stream_error(path: str, status: int, message: str) -> bytes:
+    return b"event: error\ndata: " + json.dumps({"error": {"message": message, "status": status}}).encode() + b"\n\n"
 
 
 class _Connection:
-    __slots__ = ("stream", "conn", "app", "limits", "on_error")
+    __slots__ = ("server", "stream", "conn", "limits", "idle_scope", "request_scope", "gone", "torn",
+                 "streaming", "abort_reason", "resting")
 
-    def __init__(self, stream: trio.SocketStream, app: App, limits: ServerLimits, on_error: ErrorResponder):
+    def __init__(self, server: "Server", stream: trio.SocketStream) -> None:
+        self.server = server
         self.stream = stream
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
-        self.app = app
-        self.limits = limits
-        self.on_error = on_error
+        self.limits = server.limits
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
+        self.idle_scope: trio.CancelScope | None = None     # set while waiting for a head
+        self.request_scope: trio.CancelScope | None = None  # set while a request is served
+        self.gone = False        # the client closed its end mid-request
+        self.torn = False        # a write was cut half-way: nothing more may follow it
+        self.streaming = False   # the response in progress is a stream
+        self.abort_reason: tuple[int, str] | None = None
+        self.resting = False     # kept alive between requests, nothing of the next one yet
 
-    async def _next_event(self):
-        while True:
-            event = self.conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            data = await self.stream.receive_some(_READ_SIZE)
-            self.conn.receive_data(data)  # b"" marks EOF
+    # ------------------------------------------------------------------ control
 
-    async def _send(self, event) -> None:
-        data = self.conn.send(event)
-        if data:
-            await self.stream.send_all(data)
+    def evict(self) -> bool:
+        """Close a connection resting between requests (to admit a new one); False if busy."""
+        if self.resting and self.idle_scope is not None:
+            self.resting = False
+            self.idle_scope.cancel()
+            return True
+        return False
+
+    def drain(self) -> None:
+        """Close now if waiting for a request that has not begun; else after the response."""
+        scope = self.idle_scope
+        if scope is not None and not self.conn.trailing_data[0]:
+            scope.cancel()
+
+    def abort(self, status: int, message: str) -> None:
+        self.abort_reason = (status, message)
+        for scope in (self.request_scope, self.idle_scope):
+            if scope is not None:
+                scope.cancel()
+
+    # ------------------------------------------------------------------ loop
 
     async def run(self) -> None:
         first = True
-        while True:
-            timeout = self.limits.header_timeout if first else self.limits.keepalive_timeout
-            with trio.move_on_after(timeout) as idle:
-                try:
-                    event = await self._next_event()
-                except h11.RemoteProtocolError as exc:
-                    await self._reject(exc.error_status_hint, f"malformed HTTP request: {exc}")
-                    return
-            if idle.cancelled_caught:
-                # Mid-head (some bytes buffered) gets a 408; a quiet keep-alive just closes.
-                if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
-                    await self._reject(408, "timed out reading the request head")
+        conn = self.conn
+        while not self.server.draining or first:
+            head = await self._read_head(self.limits.header_timeout if first else None)
+            if head is None:
                 return
             first = False
-            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+            if not await self._handle(head):
                 return
-            if not isinstance(event, h11.Request):
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
-            keep_going = await self._handle(event)
-            if not keep_going or self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
-                return
-            self.conn.start_next_cycle()
+            conn.start_next_cycle()
 
-    async def _reject(self, status: int, message: str, path: str = "") -> None:
-        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
-        response = self.on_error(path, status, message)
-        response.headers.append((b"connection", b"close"))
-        try:
-            await self._send_simple(response)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
-            pass
+    async def refuse(self, status: int, message: str) -> None:
+        """Answer an over-limit connection's first request with `status`, then close."""
+        head = await self._read_head(min(self.limits.header_timeout, _REFUSE_HEAD_SECONDS))
+        if head is not None:
+            path = head.target.decode("latin-1").partition("?")[0]
+            await self._reject(status, message, path, [(b"retry-after", b"1")])
+
+    async def _read_head(self, timeout: float | None) -> h11.Request | None:
+        """The next request head, or None when the connection should close. `timeout`
+        covers the whole head; None means a keep-alive wait first (keepalive_timeout for
+        the first byte) and then the header timeout for the rest."""
+        conn = self.conn
+        error: h11.RemoteProtocolError | None = None
+        event = None
+        with trio.CancelScope() as scope:
+            self.idle_scope = scope
+            try:
+                event = conn.next_event()
+                if event is h11.NEED_DATA and timeout is None:
+                    timeout = self.limits.header_timeout
+                    if not conn.trailing_data[0]:  # nothing of the next request yet
+                        if self.server.draining:
+                            scope.cancel()
+                        scope.deadline = trio.current_time() + self.limits.keepalive_timeout
+                        self.resting = True
+                        try:
+                            conn.receive_data(await self.stream.receive_some(_READ_SIZE))
+                        finally:
+                            self.resting = False
+                        event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    scope.deadline = trio.current_time() + timeout
+                    while event is h11.NEED_DATA:
+                        conn.receive_data(await self.stream.receive_some(_READ_SIZE))  # b"" marks EOF
+                        event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                error = exc
+        self.idle_scope = None
+        if error is not None:
+            await self._reject(error.error_status_hint, f"malformed HTTP request: {error}")
+            return None
+        if scope.cancelled_caught:
+            # Mid-head (some bytes buffered) gets a 408; a quiet keep-alive just closes.
+            if self.abort_reason is None and conn.their_state is h11.IDLE and conn.trailing_data[0]:
+                await self._reject(408, "timed out reading the request head")
+            return None
+        return event if isinstance(event, h11.Request) else None  # ConnectionClosed, ...
 
     async def _read_body(self, path: str, declared: int | None) -> bytes | None:
         limit = self.limits.max_body_bytes
         if declared is not None and declared > limit:
             await self._reject(413, f"request body of {declared} bytes is over the limit of {limit} bytes", path)
             return None
+        if self.conn.they_are_waiting_for_100_continue:  # curl, for bodies over 1 MB
+            await self._send(h11.InformationalResponse(status_code=100, headers=[]))
         chunks: list[bytes] = []
         size = 0
         with trio.move_on_after(self.limits.body_timeout) as slow:
             while True:
-                event = await self._next_event()
-                if isinstance(event, h11.Data):
+                event = self.conn.next_event()
+                if event is h11.NEED_DATA:
+                    self.conn.receive_data(await self.stream.receive_some(_READ_SIZE))
+                elif isinstance(event, h11.Data):
                     size += len(event.data)
                     if size > limit:
                         await self._reject(413, f"request body is over the limit of {limit} bytes", path)
@@ -130,12 +201,13 @@ class _Connection:
         return None
 
     async def _handle(self, head: h11.Request) -> bool:
+        """Serve one request; True when the connection may carry another."""
         target = head.target.decode("latin-1")
         path, _, query = target.partition("?")
         declared = None
         for name, value in head.headers:
             if name == b"content-length":
-                declared = int(value)
+                declared = int(value)  # h11 has checked it is a number
         try:
             body = await self._read_body(path, declared)
         except h11.RemoteProtocolError as exc:
@@ -144,15 +216,65 @@ class _Connection:
         if body is None:
             return False
         request = Request(head.method.decode("ascii"), path, query, list(head.headers), body)
+        return await self._respond(request, path)
+
+    async def _respond(self, request: Request, path: str) -> bool:
+        self.gone = self.torn = self.streaming = False
+        keep = done = False
+        with trio.CancelScope(deadline=trio.current_time() + self.limits.request_timeout) as scope:
+            self.request_scope = scope
+            if self.abort_reason is not None:
+                scope.cancel()
+            keep = await self._exchange(request, path)
+            done = True
+        self.request_scope = None
+        if done or self.gone:
+            return keep and not self.gone
+        # Cut short by the request ceiling or a shutdown: tell the client in its dialect.
+        status, message = self.abort_reason or (
+            504, f"the request took longer than the proxy's limit of {self.limits.request_timeout:g} s")
+        our = self.conn.our_state
+        with trio.move_on_after(1.0):
+            if our is h11.SEND_RESPONSE:
+                await self._reject(status, message, path, linger=False)
+            elif our is h11.SEND_BODY and self.streaming and not self.torn:
+                try:
+                    await self._send(h11.Data(data=self.server.on_stream_error(path, status, message)))
+                except _BROKEN:
+                    pass
+        return False
+
+    async def _exchange(self, request: Request, path: str) -> bool:
+        waiting = self.server.waiting
+        waiting[self] = trio.current_time()
         try:
-            response = await self.app(request)
+            response = await self._call_app(request, path)
+        finally:
+            del waiting[self]
+        if self.server.draining:
+            response.headers.append((b"connection", b"close"))
+        if response.stream is not None:
+            return await self._send_stream(response)
+        try:
+            await self._send_simple(response)
+        except _BROKEN:
+            return False
+        except h11.LocalProtocolError:
+            log.exception("cannot send the response to %s %s", request.method, path)
+            return False
+        return True
+
+    async def _call_app(self, request: Request, path: str) -> Response:
+        try:
+            return await self.server.app(request)
         except Exception:  # an app bug must not kill the connection loop silently
             log.exception("unhandled error serving %s %s", request.method, path)
-            response = self.on_error(path, 500, "internal error in the proxy")
-        if response.stream is None:
-            await self._send_simple(response)
-            return True
-        return await self._send_stream(response)
+            return self.server.on_error(path, 500, "internal error in the proxy")
+
+    async def _send(self, event) -> None:
+        data = self.conn.send(event)
+        if data:
+            await self.stream.send_all(data)
 
     async def _send_simple(self, response: Response) -> None:
         headers = list(response.headers)
@@ -164,50 +286,231 @@ class _Connection:
 
     async def _send_stream(self, response: Response) -> bool:
         stream = response.stream
+        self.streaming = True
+        sending = True  # until the head is out, a cut write leaves nothing to add to
         finished = False
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_client, nursery.cancel_scope)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_client, self.request_scope)
+            # Everything is caught inside the nursery: trio would wrap it in an ExceptionGroup.
+            try:
                 await self._send(h11.Response(status_code=response.status, headers=list(response.headers)))
+                sending = False
                 async for item in stream:
                     if item:
+                        sending = True
                         await self._send(h11.Data(data=item))
+                        sending = False
                 await self._send(h11.EndOfMessage())
                 finished = True
-                nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, _ClientGone):
-            finished = False
-        finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                with trio.CancelScope(shield=True):
-                    await aclose()
+            except StreamAborted:
+                pass  # the stream told the client itself; its body stays unfinished
+            except _BROKEN:
+                pass
+            except Exception as exc:  # a failing stream: cut, never finished as if whole
+                log.warning("response stream failed: %s: %s", type(exc).__name__, exc)
+            finally:
+                self.torn = sending
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    with trio.CancelScope(shield=True):
+                        await aclose()
+            nursery.cancel_scope.cancel()
         return finished
 
     async def _watch_client(self, scope: trio.CancelScope) -> None:
-        """Cancel the response when the client closes its end mid-stream."""
+        """Cancel the request when the client closes its end before the response is done."""
+        fed = 0
+        try:
+            while True:
+                data = await self.stream.receive_some(_READ_SIZE)
+                if not data:
+                    break
+                self.conn.receive_data(data)  # a pipelined next request waits in h11's buffer
+                fed += len(data)
+                if fed > self.limits.max_header_bytes:
+                    await trio.sleep_forever()  # buffer no more; the response ends this task
+        except _BROKEN:
+            pass
+        self.gone = True
+        scope.cancel()
+
+    async def _reject(self, status: int, message: str, path: str = "",
+                      extra: list[tuple[bytes, bytes]] | None = None, linger: bool = True) -> None:
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        # Only the message's first part: h11's details can quote header values (keys).
+        log.info("answered %d without the app: %s (%s)", status, message.split(":", 1)[0], path or "no path")
+        response = self.server.on_error(path, status, message)
+        if extra:
+            response.headers.extend(extra)
+        response.headers.append((b"connection", b"close"))
+        try:
+            await self._send_simple(response)
+            if linger:
+                await self._linger()
+        except (*_BROKEN, h11.LocalProtocolError):
+            pass
+
+    async def _linger(self) -> None:
+        await self.stream.send_eof()
+        with trio.move_on_after(_LINGER_SECONDS):
+            while await self.stream.receive_some(_READ_SIZE):
+                pass
+
+
+class Server:
+    """One listening app: accepts, serves, drains. `serve()` below is the short form."""
+
+    def __init__(self, app: App, *, limits: ServerLimits | None = None, on_error: ErrorResponder | None = None,
+                 on_stream_error: StreamErrorResponder | None = None) -> None:
+        self.app = app
+        self.limits = limits or ServerLimits()
+        self.on_error = on_error or _plain_error
+        self.on_stream_error = on_stream_error or _plain_stream_error
+        self.connections: set[_Connection] = set()
+        self.waiting: dict[_Connection, float] = {}  # connections whose app is working, since when
+        self.draining = False
+        self._watchdog: trio.CancelScope | None = None
+        self._refusing = 0
+        self._accepting: trio.CancelScope | None = None
+        self._closed = trio.Event()
+
+    async def serve(self, host: str, port: int, *, reuse_port: bool = False,
+                    task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until drained (or cancelled); reports the bound port through task_status.
+
+        `reuse_port` lets several worker processes accept on one port (SO_REUSEPORT), the
+        kernel spreading connections between them.
+        """
+        if reuse_port:
+            listeners = [await _reuse_port_listener(host, port)]
+        else:
+            listeners = await trio.open_tcp_listeners(port, host=host, backlog=1024)
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await self.serve_listeners(listeners)
+
+    async def serve_listeners(self, listeners: list[trio.SocketListener]) -> None:
+        try:
+            async with trio.open_nursery() as connections:
+                connections.start_soon(self._watch_waiting)
+                with trio.CancelScope() as accepting:
+                    self._accepting = accepting
+                    if self.draining:
+                        accepting.cancel()
+                    async with trio.open_nursery() as acceptors:
+                        for listener in listeners:
+                            acceptors.start_soon(self._accept_loop, listener, connections)
+                # Draining: no new connections; the nursery waits for the open ones.
+                for listener in listeners:
+                    await listener.aclose()
+        finally:
+            self._closed.set()
+
+    def drain(self) -> None:
+        """Stop accepting; idle connections close now, busy ones after their response."""
+        self.draining = True
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for conn in list(self.connections):
+            conn.drain()
+        self._stop_watchdog_when_idle()
+
+    def _evict_one(self) -> bool:
+        for conn in self.connections:  # only at the cap: a scan then is fine
+            if conn.evict():
+                return True
+        return False
+
+    def _stop_watchdog_when_idle(self) -> None:
+        if self.draining and not self.connections and self._watchdog is not None:
+            self._watchdog.cancel()
+
+    async def _watch_waiting(self) -> None:
+        """Cancel the work of clients that left while their answer was being prepared.
+
+        Every half second, the connections whose app has worked that long are asked, by a
+        non-blocking peek, whether their client closed; a quick request is never looked at.
+        """
+        with trio.CancelScope() as scope:
+            self._watchdog = scope
+            self._stop_watchdog_when_idle()
+            while True:
+                await trio.sleep(_WAIT_CHECK)
+                cutoff = trio.current_time() - _WAIT_CHECK
+                for conn, since in list(self.waiting.items()):
+                    if since <= cutoff and conn.request_scope is not None and _peer_closed(conn.stream):
+                        conn.gone = True
+                        conn.request_scope.cancel()
+
+    def abort(self, status: int = 503, message: str = "the proxy is shutting down") -> None:
+        """Cut every request still running; each client gets `message` in its dialect."""
+        self.drain()
+        for conn in list(self.connections):
+            conn.abort(status, message)
+
+    async def wait_closed(self) -> None:
+        """Returns once serving has ended: after drain(), when the last connection closed."""
+        await self._closed.wait()
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
-            data = await self.stream.receive_some(_READ_SIZE)
-            if not data:
-                scope.cancel()
-                return
-            self.conn.receive_data(data)  # a pipelined next request waits in h11's buffer
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_RESOURCE_ERRORS:
+                    raise
+                log.error("accept failed (%s): waiting 100 ms", errno.errorcode.get(exc.errno, exc.errno))
+                await trio.sleep(0.1)
+                continue
+            nursery.start_soon(self._serve_connection, stream)
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        try:
+            stream.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        conn = _Connection(self, stream)
+        # At the cap, a connection resting between requests gives way (its client simply
+        # reconnects) before a new one is turned away.
+        over = len(self.connections) >= self.limits.max_connections and not self._evict_one()
+        try:
+            if not over:
+                self.connections.add(conn)
+                await conn.run()
+            elif self._refusing < _MAX_REFUSING:
+                self._refusing += 1
+                try:
+                    await conn.refuse(503, f"the proxy is at its limit of {self.limits.max_connections} "
+                                           "open connections; retry shortly")
+                finally:
+                    self._refusing -= 1
+        except _BROKEN:
+            pass
+        except Exception:
+            log.exception("connection loop failed")
+        finally:
+            self.connections.discard(conn)
+            self._stop_watchdog_when_idle()
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
 
 
-async def _serve_connection(app: App, limits: ServerLimits, on_error: ErrorResponder, stream: trio.SocketStream) -> None:
+def _peer_closed(stream: trio.SocketStream) -> bool:
+    """True when the client closed or reset its end; bytes it sent (a pipelined request)
+    stay unread. One non-blocking recv on the descriptor, wrapped without a dup."""
+    trio_sock = stream.socket
     try:
-        stream.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = socket.socket(trio_sock.family, trio_sock.type, fileno=trio_sock.fileno())
     except OSError:
-        pass
+        return True
     try:
-        await _Connection(stream, app, limits, on_error).run()
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-    except Exception:
-        log.exception("connection loop failed")
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
     finally:
-        with trio.CancelScope(shield=True):
-            await stream.aclose()
+        sock.detach()  # the descriptor stays trio's
 
 
 async def serve(
@@ -217,23 +520,13 @@ async def serve(
     *,
     limits: ServerLimits | None = None,
     on_error: ErrorResponder | None = None,
+    on_stream_error: StreamErrorResponder | None = None,
     reuse_port: bool = False,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` until cancelled; reports the bound port through task_status.
-
-    `reuse_port` lets several worker processes accept on one port (SO_REUSEPORT), the
-    kernel spreading connections between them.
-    """
-    limits = limits or ServerLimits()
-    if reuse_port:
-        listeners = [await _reuse_port_listener(host, port)]
-    else:
-        listeners = await trio.open_tcp_listeners(port, host=host, backlog=1024)
-    bound = listeners[0].socket.getsockname()[1]
-    handler = _make_handler(app, limits, on_error or _plain_error)
-    task_status.started(bound)
-    await trio.serve_listeners(handler, listeners)
+    """Serve `app` until cancelled; reports the bound port through task_status."""
+    server = Server(app, limits=limits, on_error=on_error, on_stream_error=on_stream_error)
+    await server.serve(host, port, reuse_port=reuse_port, task_status=task_status)
 
 
 async def _reuse_port_listener(host: str, port: int) -> trio.SocketListener:
@@ -244,10 +537,3 @@ async def _reuse_port_listener(host: str, port: int) -> trio.SocketListener:
     await sock.bind((host, port))
     sock.listen(1024)
     return trio.SocketListener(sock)
-
-
-def _make_handler(app: App, limits: ServerLimits, on_error: ErrorResponder):
-    async def handler(stream: trio.SocketStream) -> None:
-        await _serve_connection(app, limits, on_error, stream)
-
-    return handler

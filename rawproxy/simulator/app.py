@@ -7,6 +7,9 @@ Routes on the path suffix, so every relay-style prefix works (`/anthropic/v1/mes
   POST .../messages/count_tokens     Anthropic dialect, {"input_tokens": N}
   GET  .../models                    either dialect (Anthropic when its headers are sent)
   GET  /_sim/requests, GET /_sim/turns, POST /_sim/reset   control, no auth
+  POST /_sim/fault {"fault": "<x-sim-fault syntax>"}      a fault for every later request
+       that carries no x-sim-fault header of its own (for clients that cannot set the
+       header, e.g. behind the proxy); "" or /_sim/reset clears it
 """
 
 from __future__ import annotations
@@ -39,11 +42,13 @@ class SimulatorApp:
         self.agent = Agent()
         self.records: deque[dict] = deque(maxlen=_MAX_RECORDS)
         self.faults = FaultBook()
+        self.standing_fault: str | None = None  # set by POST /_sim/fault
 
     def reset(self) -> None:
         self.agent.reset()
         self.records.clear()
         self.faults.reset()
+        self.standing_fault = None
 
     @property
     def turns(self) -> list[dict]:
@@ -86,6 +91,11 @@ class SimulatorApp:
             except ValueError as exc:
                 return self._error(dialect, SimError(400, str(exc)))
             if not self.faults.active(raw_fault.decode("latin-1"), fault):
+                fault = None
+        elif self.standing_fault is not None:
+            # Counted apart from header faults, so `times` means "the next K requests".
+            fault = parse_fault(self.standing_fault)  # checked when it was set
+            if not self.faults.active("\0standing:" + self.standing_fault, fault):
                 fault = None
         if fault is not None:
             if fault.slow_first_byte:
@@ -163,7 +173,24 @@ class SimulatorApp:
         if path == "/_sim/reset" and request.method == "POST":
             self.reset()
             return json_response(200, b'{"ok": true}')
+        if path == "/_sim/fault" and request.method == "POST":
+            return self._set_fault(request)
         return json_response(404, json.dumps({"error": f"no control route {request.method} {path}"}).encode())
+
+    def _set_fault(self, request: Request) -> Response:
+        body, err = parse_json(request.body)
+        value = body.get("fault") if isinstance(body, dict) else None
+        if err is not None or not isinstance(value, str):
+            return json_response(400, b'{"error": "body must be {\\"fault\\": \\"<x-sim-fault syntax>\\"}"}')
+        value = value.strip()
+        if value:
+            try:
+                parse_fault(value)
+            except ValueError as exc:
+                return json_response(400, json.dumps({"error": str(exc)}).encode())
+        self.standing_fault = value or None
+        self.faults.forget("\0standing:" + value)  # a fault set again starts counting again
+        return json_response(200, json.dumps({"ok": True, "fault": self.standing_fault}).encode())
 
     def _authorized(self, request: Request, dialect: str) -> bool:
         keys = []

@@ -72,6 +72,9 @@ class FaultBook:
         self._seen[header_value] = used + 1
         return fault.times is None or used < fault.times
 
+    def forget(self, header_value: str) -> None:
+        self._seen.pop(header_value, None)
+
     def reset(self) -> None:
         self._seen.clear()
 

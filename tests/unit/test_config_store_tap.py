@@ -15,7 +15,8 @@ from rawproxy.tap import AnthropicTap, OpenAITap
 
 def test_seed_environment_names_still_work():
     s = load_settings([], {"ZENMUX_API_KEY": "sk-SECRET-42", "MOONSHOT_BASE_URL": "https://api.moonshot.ai/v1",
-                           "PROXY_HOST": "0.0.0.0", "PROXY_PORT": "8080", "DEBUG": "true"})
+                           "PROXY_HOST": "0.0.0.0", "PROXY_PORT": "8080", "DEBUG": "true",
+                           "PROXY_ALLOW_OPEN": "1"})  # a key on 0.0.0.0 needs access keys or this
     assert (s.api_key, s.host, s.port, s.debug, s.upstream_format) == ("sk-SECRET-42", "0.0.0.0", 8080, True, "openai")
     assert "sk-SECRET-42" not in repr(s)  # the key never shows in a repr or a log of the settings
 
