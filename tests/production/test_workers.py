@@ -145,13 +145,22 @@ def test_turns_on_different_workers_get_their_real_reasoning(workers, sim, strea
     assert assert_real_reasoning_replayed(sim) == 3
 
 
+def _dead(pid: int) -> bool:
+    """Gone or a zombie; the supervisor may reap it between any two looks at /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def test_a_killed_worker_is_restarted_and_the_port_keeps_serving(workers):
     before = workers.pids()
     assert len(before) == 2
     victim = before[0]
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while os.path.exists(f"/proc/{victim}") and open(f"/proc/{victim}/stat").read().split()[2] != "Z":
+    while not _dead(victim):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     # While it is down (the supervisor waits before restarting a worker that died young),
