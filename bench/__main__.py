@@ -12,7 +12,6 @@ import asyncio
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import time
 

@@ -144,8 +144,8 @@ def markdown(results: dict, rows: dict, per_system: dict, info: dict) -> tuple[s
                  f"{fmt(f['add_c1_p99'])} | {fmt(f['c1_ttfb'])} | {fmt(f['c32_rps'])} | {fmt(f['c32_p50'])} | "
                  f"{fmt(f['c32_p99'])} | {fmt(f['add_c32_p50'])} | {fmt(f['add_c32_p99'])} | {fmt(f['sat_rps'])} | "
                  f"{fmt(f['x_c1_p50'], 2)} | {fmt(f['x_sat_rps'], 2)} | {f['errors']} |")
-    s = [f"| route | streams | events/s delivered | delivered | delay p50 | delay p99 | delay max | added p50 | "
-         f"added p99 | TTFB p50 | TTFB p99 |", "|---" * 11 + "|"]
+    s = ["| route | streams | events/s delivered | delivered | delay p50 | delay p99 | delay max | added p50 | "
+         "added p99 | TTFB p50 | TTFB p99 |", "|---" * 11 + "|"]
     for name, f in rows.items():
         s.append(f"| {name} | {c['streams']} | {fmt(f['ev_rate'])} | {f['delivered']:.1%} | {fmt(f['ev_p50'])} | "
                  f"{fmt(f['ev_p99'])} | {fmt(f['ev_max'])} | {fmt(f['add_ev_p50'])} | {fmt(f['add_ev_p99'])} | "

@@ -76,7 +76,8 @@ class Settings:
     keepalive_timeout: float = 75.0
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
-    upstream_connections: int = 256
+    # Each client request holds at most one upstream connection: the client cap bounds it.
+    upstream_connections: int = 4096
     request_timeout: float = 3600.0   # whole request, a stream included: a ceiling for runaways
     max_connections: int = 4096       # open client connections; the next ones get a 503
     graceful_timeout: float = 30.0    # SIGTERM/SIGINT: in-flight requests get this long to finish
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keepalive-timeout", type=float, help="seconds an idle keep-alive connection stays open (env PROXY_KEEPALIVE_TIMEOUT, default 75)")
     p.add_argument("--request-timeout", type=float, help="ceiling on one whole request, stream included, seconds (env PROXY_REQUEST_TIMEOUT, default 3600)")
     p.add_argument("--max-header-bytes", type=int, help="request head limit, 431 above it (env PROXY_MAX_HEADER_BYTES, default 65536)")
+    p.add_argument("--upstream-connections", type=int, help="upstream connection pool size; requests past it wait (env PROXY_UPSTREAM_CONNECTIONS, default 4096)")
     p.add_argument("--max-connections", type=int, help="open client connections; more get a 503 (env PROXY_MAX_CONNECTIONS, default 4096)")
     p.add_argument("--retries", type=int, help="upstream retries on connect errors and 429/5xx before the first byte (env PROXY_RETRIES, default 2)")
     p.add_argument("--retry-max-wait", type=float, help="longest wait before a retry, seconds; a longer Retry-After goes to the client (env PROXY_RETRY_MAX_WAIT, default 10)")
@@ -345,6 +347,7 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         request_timeout=number(args.request_timeout, "PROXY_REQUEST_TIMEOUT", 3600.0),
         max_header_bytes=number(args.max_header_bytes, "PROXY_MAX_HEADER_BYTES", 64 * 1024, int),
         max_connections=number(args.max_connections, "PROXY_MAX_CONNECTIONS", 4096, int),
+        upstream_connections=number(args.upstream_connections, "PROXY_UPSTREAM_CONNECTIONS", 4096, int),
         graceful_timeout=number(args.graceful_timeout, "PROXY_GRACEFUL_TIMEOUT", 30.0),
         retries=count(args.retries, "PROXY_RETRIES", 2),
         retry_max_wait=number(args.retry_max_wait, "PROXY_RETRY_MAX_WAIT", 10.0),

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
 from . import kimi
 from .config import Settings, upstream_url
 from .dialects import ANTHROPIC, OPENAI, client_key, error_event, error_response
-from .errors import ClientError, redact, upstream_error_message
+from .errors import redact, upstream_error_message
 from .http_types import EVENT_STREAM, Request, Response, StreamAborted, json_response
 from .ids import new_turn_key
 from .reasoning import Reasoning

@@ -1,11 +1,10 @@
-"""The listener and the HTTP/1.1 connection loop (trio + h11).
+"""The listener: accepts client connections, bounds them, drains them (trio).
 
-The only module that touches client sockets. It reads a whole request (bounded in size
-and time), hands it to an app, and writes the response: a body, or a stream whose items
-each leave in one write as soon as they are produced. A client that leaves cancels the
-work done for it: at once while a stream is written (a task watches its socket), within
-a second while the app is still working on the answer (one task per server looks at the
-connections that have waited that long, so a quick request pays nothing for it).
+With connection.py (one client's HTTP/1.1 exchange) the only code that touches client
+sockets. A client that leaves cancels the work done for it: at once while a stream is
+written (connection.py watches its socket), within a second while the app is still
+working on the answer (one task per server looks at the connections that have waited
+that long, so a quick request pays nothing for it).
 
 Limits it enforces: head size (431) and time (408, or a quiet close), body size (413),
 a keep-alive idle time, a ceiling on one whole request (an error in the client's dialect,
@@ -24,10 +23,10 @@ import socket
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-import h11
 import trio
 
-from .http_types import Request, Response, StreamAborted
+from .connection import BROKEN, ClientConnection
+from .http_types import Request, Response
 
 log = logging.getLogger("rawproxy.server")
 
@@ -37,16 +36,10 @@ App = Callable[[Request], Awaitable[Response]]
 ErrorResponder = Callable[[str, int, str], Response]
 StreamErrorResponder = Callable[[str, int, str], bytes]
 
-_READ_SIZE = 65536
-# After an early answer (413, 431, 503) the client may still be sending; its bytes are
-# read and dropped this long so it sees the answer rather than a connection reset.
-_LINGER_SECONDS = 2.0
-_REFUSE_HEAD_SECONDS = 5.0   # an over-limit connection gets this long to send its head
 _MAX_REFUSING = 256          # beyond this many at once, over-limit connections just close
 _WAIT_CHECK = 0.5            # how often the server looks for clients gone while the app works
 # accept() failing for lack of descriptors or memory: wait, the load may pass.
 _ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,298 +62,6 @@ def _plain_stream_error(path: str, status: int, message: str) -> bytes:
     return b"event: error\ndata: " + json.dumps({"error": {"message": message, "status": status}}).encode() + b"\n\n"
 
 
-class _Connection:
-    __slots__ = ("server", "stream", "conn", "limits", "idle_scope", "request_scope", "gone", "torn",
-                 "streaming", "abort_reason", "resting")
-
-    def __init__(self, server: "Server", stream: trio.SocketStream) -> None:
-        self.server = server
-        self.stream = stream
-        self.limits = server.limits
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
-        self.idle_scope: trio.CancelScope | None = None     # set while waiting for a head
-        self.request_scope: trio.CancelScope | None = None  # set while a request is served
-        self.gone = False        # the client closed its end mid-request
-        self.torn = False        # a write was cut half-way: nothing more may follow it
-        self.streaming = False   # the response in progress is a stream
-        self.abort_reason: tuple[int, str] | None = None
-        self.resting = False     # kept alive between requests, nothing of the next one yet
-
-    # ------------------------------------------------------------------ control
-
-    def evict(self) -> bool:
-        """Close a connection resting between requests (to admit a new one); False if busy."""
-        if self.resting and self.idle_scope is not None:
-            self.resting = False
-            self.idle_scope.cancel()
-            return True
-        return False
-
-    def drain(self) -> None:
-        """Close now if waiting for a request that has not begun; else after the response."""
-        scope = self.idle_scope
-        if scope is not None and not self.conn.trailing_data[0]:
-            scope.cancel()
-
-    def abort(self, status: int, message: str) -> None:
-        self.abort_reason = (status, message)
-        for scope in (self.request_scope, self.idle_scope):
-            if scope is not None:
-                scope.cancel()
-
-    # ------------------------------------------------------------------ loop
-
-    async def run(self) -> None:
-        first = True
-        conn = self.conn
-        while not self.server.draining or first:
-            head = await self._read_head(self.limits.header_timeout if first else None)
-            if head is None:
-                return
-            first = False
-            if not await self._handle(head):
-                return
-            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                return
-            conn.start_next_cycle()
-
-    async def refuse(self, status: int, message: str) -> None:
-        """Answer an over-limit connection's first request with `status`, then close."""
-        head = await self._read_head(min(self.limits.header_timeout, _REFUSE_HEAD_SECONDS))
-        if head is not None:
-            path = head.target.decode("latin-1").partition("?")[0]
-            await self._reject(status, message, path, [(b"retry-after", b"1")])
-
-    async def _read_head(self, timeout: float | None) -> h11.Request | None:
-        """The next request head, or None when the connection should close. `timeout`
-        covers the whole head; None means a keep-alive wait first (keepalive_timeout for
-        the first byte) and then the header timeout for the rest."""
-        conn = self.conn
-        error: h11.RemoteProtocolError | None = None
-        event = None
-        with trio.CancelScope() as scope:
-            self.idle_scope = scope
-            try:
-                event = conn.next_event()
-                if event is h11.NEED_DATA and timeout is None:
-                    timeout = self.limits.header_timeout
-                    if not conn.trailing_data[0]:  # nothing of the next request yet
-                        if self.server.draining:
-                            scope.cancel()
-                        scope.deadline = trio.current_time() + self.limits.keepalive_timeout
-                        self.resting = True
-                        try:
-                            conn.receive_data(await self.stream.receive_some(_READ_SIZE))
-                        finally:
-                            self.resting = False
-                        event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    scope.deadline = trio.current_time() + timeout
-                    while event is h11.NEED_DATA:
-                        conn.receive_data(await self.stream.receive_some(_READ_SIZE))  # b"" marks EOF
-                        event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                error = exc
-        self.idle_scope = None
-        if error is not None:
-            await self._reject(error.error_status_hint, f"malformed HTTP request: {error}")
-            return None
-        if scope.cancelled_caught:
-            # Mid-head (some bytes buffered) gets a 408; a quiet keep-alive just closes.
-            if self.abort_reason is None and conn.their_state is h11.IDLE and conn.trailing_data[0]:
-                await self._reject(408, "timed out reading the request head")
-            return None
-        return event if isinstance(event, h11.Request) else None  # ConnectionClosed, ...
-
-    async def _read_body(self, path: str, declared: int | None) -> bytes | None:
-        limit = self.limits.max_body_bytes
-        if declared is not None and declared > limit:
-            await self._reject(413, f"request body of {declared} bytes is over the limit of {limit} bytes", path)
-            return None
-        if self.conn.they_are_waiting_for_100_continue:  # curl, for bodies over 1 MB
-            await self._send(h11.InformationalResponse(status_code=100, headers=[]))
-        chunks: list[bytes] = []
-        size = 0
-        with trio.move_on_after(self.limits.body_timeout) as slow:
-            while True:
-                event = self.conn.next_event()
-                if event is h11.NEED_DATA:
-                    self.conn.receive_data(await self.stream.receive_some(_READ_SIZE))
-                elif isinstance(event, h11.Data):
-                    size += len(event.data)
-                    if size > limit:
-                        await self._reject(413, f"request body is over the limit of {limit} bytes", path)
-                        return None
-                    chunks.append(event.data)
-                elif isinstance(event, h11.EndOfMessage):
-                    return b"".join(chunks)
-                else:  # ConnectionClosed mid-body
-                    return None
-        if slow.cancelled_caught:
-            await self._reject(408, "timed out reading the request body", path)
-        return None
-
-    async def _handle(self, head: h11.Request) -> bool:
-        """Serve one request; True when the connection may carry another."""
-        target = head.target.decode("latin-1")
-        path, _, query = target.partition("?")
-        declared = None
-        for name, value in head.headers:
-            if name == b"content-length":
-                declared = int(value)  # h11 has checked it is a number
-        try:
-            body = await self._read_body(path, declared)
-        except h11.RemoteProtocolError as exc:
-            await self._reject(400, f"malformed HTTP request: {exc}", path)
-            return False
-        if body is None:
-            return False
-        request = Request(head.method.decode("ascii"), path, query, list(head.headers), body)
-        return await self._respond(request, path)
-
-    async def _respond(self, request: Request, path: str) -> bool:
-        self.gone = self.torn = self.streaming = False
-        keep = done = False
-        with trio.CancelScope(deadline=trio.current_time() + self.limits.request_timeout) as scope:
-            self.request_scope = scope
-            if self.abort_reason is not None:
-                scope.cancel()
-            keep = await self._exchange(request, path)
-            done = True
-        self.request_scope = None
-        if done or self.gone:
-            return keep and not self.gone
-        # Cut short by the request ceiling or a shutdown: tell the client in its dialect.
-        status, message = self.abort_reason or (
-            504, f"the request took longer than the proxy's limit of {self.limits.request_timeout:g} s")
-        our = self.conn.our_state
-        with trio.move_on_after(1.0):
-            if our is h11.SEND_RESPONSE:
-                await self._reject(status, message, path, linger=False)
-            elif our is h11.SEND_BODY and self.streaming and not self.torn:
-                try:
-                    await self._send(h11.Data(data=self.server.on_stream_error(path, status, message)))
-                except _BROKEN:
-                    pass
-        return False
-
-    async def _exchange(self, request: Request, path: str) -> bool:
-        waiting = self.server.waiting
-        waiting[self] = trio.current_time()
-        try:
-            response = await self._call_app(request, path)
-        finally:
-            del waiting[self]
-        if self.server.draining:
-            response.headers.append((b"connection", b"close"))
-        if response.stream is not None:
-            return await self._send_stream(response)
-        try:
-            await self._send_simple(response)
-        except _BROKEN:
-            return False
-        except h11.LocalProtocolError:
-            log.exception("cannot send the response to %s %s", request.method, path)
-            return False
-        return True
-
-    async def _call_app(self, request: Request, path: str) -> Response:
-        try:
-            return await self.server.app(request)
-        except Exception:  # an app bug must not kill the connection loop silently
-            log.exception("unhandled error serving %s %s", request.method, path)
-            return self.server.on_error(path, 500, "internal error in the proxy")
-
-    async def _send(self, event) -> None:
-        data = self.conn.send(event)
-        if data:
-            await self.stream.send_all(data)
-
-    async def _send_simple(self, response: Response) -> None:
-        headers = list(response.headers)
-        headers.append((b"content-length", str(len(response.body)).encode()))
-        # Head, body and end in one write: one syscall per answer instead of three.
-        conn = self.conn
-        data = conn.send(h11.Response(status_code=response.status, headers=headers))
-        if response.body:
-            data += conn.send(h11.Data(data=response.body))
-        data += conn.send(h11.EndOfMessage())
-        await self.stream.send_all(data)
-
-    async def _send_stream(self, response: Response) -> bool:
-        stream = response.stream
-        self.streaming = True
-        sending = True  # until the head is out, a cut write leaves nothing to add to
-        finished = False
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_client, self.request_scope)
-            # Everything is caught inside the nursery: trio would wrap it in an ExceptionGroup.
-            try:
-                await self._send(h11.Response(status_code=response.status, headers=list(response.headers)))
-                sending = False
-                async for item in stream:
-                    if item:
-                        sending = True
-                        await self._send(h11.Data(data=item))
-                        sending = False
-                await self._send(h11.EndOfMessage())
-                finished = True
-            except StreamAborted:
-                pass  # the stream told the client itself; its body stays unfinished
-            except _BROKEN:
-                pass
-            except Exception as exc:  # a failing stream: cut, never finished as if whole
-                log.warning("response stream failed: %s: %s", type(exc).__name__, exc)
-            finally:
-                self.torn = sending
-                aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    with trio.CancelScope(shield=True):
-                        await aclose()
-            nursery.cancel_scope.cancel()
-        return finished
-
-    async def _watch_client(self, scope: trio.CancelScope) -> None:
-        """Cancel the request when the client closes its end before the response is done."""
-        fed = 0
-        try:
-            while True:
-                data = await self.stream.receive_some(_READ_SIZE)
-                if not data:
-                    break
-                self.conn.receive_data(data)  # a pipelined next request waits in h11's buffer
-                fed += len(data)
-                if fed > self.limits.max_header_bytes:
-                    await trio.sleep_forever()  # buffer no more; the response ends this task
-        except _BROKEN:
-            pass
-        self.gone = True
-        scope.cancel()
-
-    async def _reject(self, status: int, message: str, path: str = "",
-                      extra: list[tuple[bytes, bytes]] | None = None, linger: bool = True) -> None:
-        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
-        # Only the message's first part: h11's details can quote header values (keys).
-        log.info("answered %d without the app: %s (%s)", status, message.split(":", 1)[0], path or "no path")
-        response = self.server.on_error(path, status, message)
-        if extra:
-            response.headers.extend(extra)
-        response.headers.append((b"connection", b"close"))
-        try:
-            await self._send_simple(response)
-            if linger:
-                await self._linger()
-        except (*_BROKEN, h11.LocalProtocolError):
-            pass
-
-    async def _linger(self) -> None:
-        await self.stream.send_eof()
-        with trio.move_on_after(_LINGER_SECONDS):
-            while await self.stream.receive_some(_READ_SIZE):
-                pass
-
-
 class Server:
     """One listening app: accepts, serves, drains. `serve()` below is the short form."""
 
@@ -370,8 +71,8 @@ class Server:
         self.limits = limits or ServerLimits()
         self.on_error = on_error or _plain_error
         self.on_stream_error = on_stream_error or _plain_stream_error
-        self.connections: set[_Connection] = set()
-        self.waiting: dict[_Connection, float] = {}  # connections whose app is working, since when
+        self.connections: set[ClientConnection] = set()
+        self.waiting: dict[ClientConnection, float] = {}  # connections whose app is working, since when
         self.draining = False
         self._watchdog: trio.CancelScope | None = None
         self._refusing = 0
@@ -472,7 +173,7 @@ class Server:
             stream.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-        conn = _Connection(self, stream)
+        conn = ClientConnection(self, stream)
         # At the cap, a connection resting between requests gives way (its client simply
         # reconnects) before a new one is turned away.
         over = len(self.connections) >= self.limits.max_connections and not self._evict_one()
@@ -487,7 +188,7 @@ class Server:
                                            "open connections; retry shortly")
                 finally:
                     self._refusing -= 1
-        except _BROKEN:
+        except BROKEN:
             pass
         except Exception:
             log.exception("connection loop failed")

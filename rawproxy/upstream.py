@@ -257,7 +257,8 @@ class Upstream:
     def __init__(self, *, connect_timeout: float, read_timeout: float, max_connections: int = 256,
                  proxy: httpcore.Proxy | str | None = None, retry: RetryPolicy | None = None,
                  metrics=None) -> None:
-        self._timeouts = {"connect": connect_timeout, "read": read_timeout, "write": 60.0, "pool": 60.0}
+        # Waiting for a free pool slot is part of getting a connection: the connect timeout bounds it.
+        self._timeouts = {"connect": connect_timeout, "read": read_timeout, "write": 60.0, "pool": connect_timeout}
         if isinstance(proxy, str):
             proxy = make_proxy(proxy) if proxy else None
         self.retry = retry if retry is not None else RetryPolicy(retries=0)
@@ -311,6 +312,10 @@ class Upstream:
             raise self._failed("connect", UpstreamError(502, f"upstream {where} unreachable: connect timed out"))
         except httpcore.ConnectError as exc:
             raise self._failed("connect", UpstreamError(502, f"upstream {where} unreachable: {_reason(exc)}"), True)
+        except httpcore.PoolTimeout:
+            # The proxy's own limit, not the upstream's fault: say so (--upstream-connections).
+            raise self._failed("pool", UpstreamError(
+                503, f"all upstream connections to {where} are busy; raise --upstream-connections"))
         except httpcore.TimeoutException:
             raise self._failed("timeout", UpstreamError(504, f"upstream {where} timed out"))
         except httpcore.UnsupportedProtocol as exc:

@@ -95,15 +95,21 @@ class Proxy:
     process: Process
 
 
-@pytest.fixture(scope="session")
-def simulator(tmp_path_factory):
+def start_simulator(tmp_path_factory, kind: type = Simulator):
+    """A simulator subprocess on a free port; the caller stops `.process`."""
     port = free_port()
     log = str(tmp_path_factory.mktemp("sim") / "simulator.log")
     proc = Process([sys.executable, "-m", "rawproxy.simulator", "--port", str(port)], log)
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/_sim/turns", proc.proc)
-    yield Simulator(url, proc)
-    proc.stop()
+    return kind(url, proc)
+
+
+@pytest.fixture(scope="session")
+def simulator(tmp_path_factory):
+    sim = start_simulator(tmp_path_factory)
+    yield sim
+    sim.process.stop()
 
 
 def start_proxy(simulator: Simulator, fmt: str, log: str, *extra: str, env: dict | None = None) -> Proxy:

@@ -28,7 +28,7 @@ from .faults import HEADER as FAULT_HEADER, FaultBook, body_fault, paced, parse_
 from .models import KNOWN_MODELS, family_of
 from .rules import (
     SimError, check_anthropic, check_common, check_openai, parse_json,
-    thinking_requested_anthropic, thinking_requested_openai,
+    thinking_requested,
 )
 
 _SECRET_HEADERS = {b"authorization", b"x-api-key", b"api-key", b"proxy-authorization", b"cookie"}
@@ -116,7 +116,7 @@ class SimulatorApp:
         if err:
             return self._error("openai", err)
         family = family_of(body["model"])
-        thinking = family.thinking_on(thinking_requested_openai(body))
+        thinking = family.thinking_on(thinking_requested(body))
         answer = self.agent.answer(conversation_openai(body, thinking))
         usage = render.usage_for(len(request.body), answer, len(body["messages"]))
         msg_id = f"chatcmpl-sim{self.agent.requests:06d}"
@@ -135,7 +135,7 @@ class SimulatorApp:
         if err:
             return self._error("anthropic", err)
         family = family_of(body["model"])
-        thinking = family.thinking_on(thinking_requested_anthropic(body))
+        thinking = family.thinking_on(thinking_requested(body))
         answer = self.agent.answer(conversation_anthropic(body, thinking))
         usage = render.usage_for(len(request.body), answer, len(body["messages"]))
         msg_id = f"msg_sim{self.agent.requests:06d}"

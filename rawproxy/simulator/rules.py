@@ -139,7 +139,8 @@ NO_THINKING_FIELD = "invalid thinking: this model does not accept the thinking p
 # ---------------------------------------------------------------- OpenAI dialect
 
 
-def thinking_requested_openai(body: dict) -> bool | None:
+def thinking_requested(body: dict) -> bool | None:
+    """What the client asked of `thinking` (None: nothing); the same field in both dialects."""
     thinking = body.get("thinking")
     return None if not isinstance(thinking, dict) else thinking.get("type") == "enabled"
 
@@ -157,7 +158,7 @@ def check_openai(body: Any) -> SimError | None:
             return _bad("invalid thinking: type must be one of enabled, disabled")
         if thinking["type"] == "disabled" and not family.can_disable_thinking:
             return _bad(ONLY_ENABLED)
-    on = family.thinking_on(thinking_requested_openai(body))
+    on = family.thinking_on(thinking_requested(body))
     err = _reasoning_effort(body, family) or _sampling(body, family, on) or _openai_tools(body, on)
     if err:
         return err
@@ -239,11 +240,6 @@ def _openai_message(index: int, message: Any, thinking: bool) -> SimError | None
 # ---------------------------------------------------------------- Anthropic dialect
 
 
-def thinking_requested_anthropic(body: dict) -> bool | None:
-    thinking = body.get("thinking")
-    return None if not isinstance(thinking, dict) else thinking.get("type") == "enabled"
-
-
 def check_anthropic(body: Any) -> SimError | None:
     family, err = check_common(body, "not_found_error")
     if err:
@@ -255,7 +251,7 @@ def check_anthropic(body: Any) -> SimError | None:
     err = _anthropic_thinking(body.get("thinking"), family)
     if err:
         return err
-    on = family.thinking_on(thinking_requested_anthropic(body))
+    on = family.thinking_on(thinking_requested(body))
     err = _reasoning_effort(body, family) or _sampling(body, family, on) or _anthropic_tools(body, on)
     if err:
         return err

@@ -9,7 +9,7 @@ import socket
 import httpx
 import pytest
 
-from ..conftest import UPSTREAM_KEY, free_port, start_proxy
+from ..conftest import UPSTREAM_KEY, free_port
 
 FIXTURES = "/work/shared/fixtures/claude-code"
 if not os.path.isdir(FIXTURES):

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from ..conftest import Process, Simulator, free_port, start_proxy, wait_http
+from ..conftest import Process, Simulator, free_port, start_proxy, start_simulator, wait_http
 
 ANTHROPIC_BODY = {"model": "claude-opus-5-5", "max_tokens": 1000, "messages": [{"role": "user", "content": "Hello!"}]}
 OPENAI_BODY = {"model": "kimi-k2.5", "messages": [{"role": "user", "content": "Hello!"}]}
@@ -31,13 +31,9 @@ class FaultySimulator(Simulator):
 
 @pytest.fixture(scope="session")
 def fsim(tmp_path_factory):
-    port = free_port()
-    log = str(tmp_path_factory.mktemp("fsim") / "simulator.log")
-    proc = Process([sys.executable, "-m", "rawproxy.simulator", "--port", str(port)], log)
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/_sim/turns", proc.proc)
-    yield FaultySimulator(url, proc)
-    proc.stop()
+    sim = start_simulator(tmp_path_factory, FaultySimulator)
+    yield sim
+    sim.process.stop()
 
 
 @pytest.fixture

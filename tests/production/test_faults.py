@@ -145,3 +145,21 @@ def test_whole_request_ceiling_cuts_a_slow_request_in_its_dialect(sim, proxies):
         for _ in o.chat.completions.create(**OPENAI_BODY, stream=True):
             pass
     assert health_ok(proxy.url)
+
+
+def test_a_full_upstream_pool_is_a_503_that_says_so(sim, proxies):
+    """One pool slot held by a stalled stream: the next request may not wait forever."""
+    import threading
+
+    proxy = proxies("openai", "--upstream-connections", "1", "--connect-timeout", "0.5", sim=sim)
+    sim.fault("stall-after=2;seconds=3")
+    holder = threading.Thread(target=lambda: httpx.post(
+        proxy.url + "/v1/chat/completions", json={**OPENAI_BODY, "stream": True}, timeout=10))
+    holder.start()
+    time.sleep(0.3)  # the stream has its connection and stalls
+    started = time.monotonic()
+    r = httpx.post(proxy.url + "/v1/chat/completions", json=OPENAI_BODY, timeout=10)
+    waited = time.monotonic() - started
+    holder.join()
+    assert r.status_code == 503 and "--upstream-connections" in r.json()["error"]["message"]
+    assert 0.4 < waited < 2.0
