@@ -18,14 +18,14 @@ from .support import ANTHROPIC_BODY, ENV_WITHOUT_PROXIES, fsim, proxies, sim, st
 _ = (fsim, sim, proxies)  # fixtures
 
 
-class ForwardProxy:
-    """HTTP forward proxy, no CONNECT: one request per connection, relayed byte for byte."""
+class _ThreadedServer:
+    """A loopback listener serving each connection on a thread of its own (`_serve`)."""
 
-    def __init__(self, hosts: dict[str, str] | None = None) -> None:
+    def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.hosts = hosts or {}  # names only this proxy can resolve
-        self.seen: list[tuple[str, str | None]] = []  # (request line, proxy-authorization)
+
+    def start(self) -> None:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -35,6 +35,20 @@ class ForwardProxy:
             except OSError:
                 return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class ForwardProxy(_ThreadedServer):
+    """HTTP forward proxy, no CONNECT: one request per connection, relayed byte for byte."""
+
+    def __init__(self, hosts: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.hosts = hosts or {}  # names only this proxy can resolve
+        self.seen: list[tuple[str, str | None]] = []  # (request line, proxy-authorization)
+        self.start()
+
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
@@ -133,22 +147,14 @@ def test_http_proxy_from_the_environment_and_no_proxy(sim, forward, tmp_path):
         proc.stop()
 
 
-class Socks5Proxy:
+class Socks5Proxy(_ThreadedServer):
     """SOCKS5, no authentication, CONNECT only: enough to see httpcore's socks path work."""
 
     def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
+        super().__init__()
         self.targets: list[tuple[str, int]] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.start()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     @staticmethod
     def _exactly(conn: socket.socket, n: int) -> bytes:
