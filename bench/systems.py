@@ -263,7 +263,7 @@ general_settings:
 
 
 def litellm(mock: int) -> System:
-    """LiteLLM proxy as clients.md configures it: hosted_vllm/ to the mock's OpenAI base."""
+    """LiteLLM proxy as docs/clients.md configures it: hosted_vllm/ to the mock's OpenAI base."""
     port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix="bench-litellm-"))
     (tmp / "cfg.yaml").write_text(LITELLM_CFG.format(mock=mock))

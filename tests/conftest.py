@@ -10,10 +10,13 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Request bodies and headers captured from Claude Code 2.1.331, kept with the tests.
+CLAUDE_CODE_FIXTURES = Path(__file__).parent / "fixtures" / "claude-code"
 UPSTREAM_KEY = "sk-upstream-SECRET-0123456789"
 
 

@@ -1,4 +1,4 @@
-"""The Kimi repair: make any client's request pass a Kimi thinking upstream (spec/kimi.md).
+"""The Kimi repair: make any client's request pass a Kimi thinking upstream (docs/kimi.md).
 
 Pure functions over parsed bodies, one module per upstream dialect. Each mutates the body
 it is given and returns the kinds of repair it made, for logs and metrics.

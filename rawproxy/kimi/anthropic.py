@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..ids import is_proxy_signature, make_signature, turn_key_of
-from ..reasoning import Reasoning
+from ..core.ids import is_proxy_signature, make_signature, turn_key_of
+from ..core.reasoning import Reasoning
 from .policy import policy_for, repair_common, recall_for, restored_reasoning
 
 
@@ -88,7 +88,7 @@ def _as_blocks(content) -> list:
 
 
 def _merge_users(first: dict, second: dict) -> None:
-    """Two user turns in a row become one; tool results stay first (protocols.md section 1)."""
+    """Two user turns in a row become one; tool results stay first (docs/protocols.md section 1)."""
     blocks = _as_blocks(first.get("content")) + _as_blocks(second.get("content"))
     results = [b for b in blocks if isinstance(b, dict) and b.get("type") == "tool_result"]
     others = [b for b in blocks if not (isinstance(b, dict) and b.get("type") == "tool_result")]

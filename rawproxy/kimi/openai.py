@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ..ids import turn_key_of
-from ..reasoning import Reasoning
+from ..core.ids import turn_key_of
+from ..core.messages import text_of
+from ..core.reasoning import Reasoning
 from .policy import K3_EFFORT, policy_for, repair_common, recall_for, restored_reasoning
 
 
@@ -16,14 +17,6 @@ def turn_keys_openai(body: dict) -> set[str]:
                 if key:
                     keys.add(key)
     return keys
-
-
-def _text_of(content) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
 
 
 def _thinking_on(body: dict, repairs: list[str]) -> bool:
@@ -45,7 +38,7 @@ def _thinking_on(body: dict, repairs: list[str]) -> bool:
                 repairs.append("reasoning_effort_mapped")
         return True
     if effort is not None:
-        # k2.x: "cannot specify both 'thinking' and 'reasoning_effort'" (kimi.md section 2).
+        # k2.x: "cannot specify both 'thinking' and 'reasoning_effort'" (docs/kimi.md section 2).
         del body["reasoning_effort"]
         repairs.append("reasoning_effort_dropped")
     if wants_off and policy.can_disable_thinking:
@@ -63,7 +56,7 @@ def repair_openai(body: dict, recalled: dict[str, Reasoning]) -> list[str]:
     repair_common(body, repairs)
     choice = body.get("tool_choice")
     if thinking and (choice == "required" or isinstance(choice, dict)):
-        # "tool_choice specified is incompatible with thinking enabled" (kimi.md section 2).
+        # "tool_choice specified is incompatible with thinking enabled" (docs/kimi.md section 2).
         body["tool_choice"] = "auto"
         repairs.append("tool_choice_auto")
 
@@ -102,7 +95,7 @@ def _repair_assistant(msg: dict, recalled: dict[str, Reasoning], repairs: list[s
         calls = None
     if calls:
         if content in ("", None):
-            # `content: ""` beside tool calls: "text content is empty" (kimi.md section 2).
+            # `content: ""` beside tool calls: "text content is empty" (docs/kimi.md section 2).
             if "content" in msg:
                 del msg["content"]
         current = msg.get("reasoning_content")
@@ -112,7 +105,7 @@ def _repair_assistant(msg: dict, recalled: dict[str, Reasoning], repairs: list[s
             if isinstance(alt, str) and alt.strip() and stored is None:
                 text, kind = alt, "reasoning_from_reasoning_field"
             else:
-                text, kind = restored_reasoning(stored, _text_of(content))
+                text, kind = restored_reasoning(stored, text_of(content))
             msg["reasoning_content"] = text
             repairs.append(kind)
         return True

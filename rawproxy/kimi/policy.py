@@ -1,17 +1,17 @@
-"""What each Kimi model family accepts (kimi.md section 2)."""
+"""What each Kimi model family accepts (docs/kimi.md section 2)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ClientError
-from ..ids import turn_key_of
-from ..reasoning import Reasoning
+from ..core.errors import ClientError
+from ..core.ids import turn_key_of
+from ..core.reasoning import Reasoning
 
-# The smallest reasoning reported accepted; "" counts as missing on k2.6 (kimi.md section 1).
+# The smallest reasoning reported accepted; "" counts as missing on k2.6 (docs/kimi.md section 1).
 PLACEHOLDER = " "
 
-# Sampling parameters Kimi thinking models fix or reject (kimi.md section 2, temperature row).
+# Sampling parameters Kimi thinking models fix or reject (docs/kimi.md section 2, temperature row).
 SAMPLING_PARAMS = ("temperature", "top_p", "top_k", "n", "presence_penalty", "frequency_penalty")
 MAX_TOOLS = 128
 
@@ -25,7 +25,7 @@ def repair_common(body: dict, repairs: list[str]) -> None:
         repairs.append("sampling_dropped")
     tools = body.get("tools")
     if isinstance(tools, list) and len(tools) > MAX_TOOLS:
-        # A clear error from the proxy beats the upstream's (kimi.md section 2, tool count).
+        # A clear error from the proxy beats the upstream's (docs/kimi.md section 2, tool count).
         raise ClientError(f"Kimi accepts at most {MAX_TOOLS} tools; this request has {len(tools)}")
 
 

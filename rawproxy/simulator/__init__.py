@@ -1,4 +1,4 @@
-"""A strict simulated Kimi upstream (kimi.md sections 1-3) for tests and `make run`."""
+"""A strict simulated Kimi upstream (docs/kimi.md sections 1-3) for tests and `make run`."""
 
 from .app import SimulatorApp
 from .faults import SimulatedReset

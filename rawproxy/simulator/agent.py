@@ -5,7 +5,7 @@ last user message with real text, call tools (the first two in parallel on the f
 turn when allowed, else the first one); then answer with text that quotes every tool
 result received, so tests can check results made the round trip. Each answer carries
 reasoning unique per turn (a nonce), and Kimi-style tool-call ids `functions.<Name>:<k>`
-that repeat every turn, as Kimi's do (kimi.md section 3).
+that repeat every turn, as Kimi's do (docs/kimi.md section 3).
 """
 
 from __future__ import annotations

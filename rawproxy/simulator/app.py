@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from ..http_types import EVENT_STREAM, Request, Response, json_response
+from ..server.http import EVENT_STREAM, Request, Response, json_response
 from . import render
 from .agent import Agent, conversation_anthropic, conversation_openai
 from .faults import HEADER as FAULT_HEADER, FaultBook, body_fault, paced, parse_fault, split_body

@@ -1,7 +1,7 @@
-"""Kimi model families and the parameters each one accepts (kimi.md sections 1 and 2).
+"""Kimi model families and the parameters each one accepts (docs/kimi.md sections 1 and 2).
 
 Relays rename models (`moonshotai/kimi-k2.5`, `Pro/moonshotai/Kimi-K2.5`), so a family is
-found by a case-insensitive substring, never by an exact name (kimi.md, "Models in scope").
+found by a case-insensitive substring, never by an exact name (docs/kimi.md, "Models in scope").
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from dataclasses import dataclass
 class Family:
     name: str
     # k2-thinking(-turbo), k2.7-code and the coding endpoint always think: `disabled` is a
-    # 400 (kimi.md section 2, "models that cannot turn thinking off").
+    # 400 (docs/kimi.md section 2, "models that cannot turn thinking off").
     can_disable_thinking: bool
     thinking_default: bool
     # k3 has no `thinking` field at all and takes `reasoning_effort` low|high|max instead.
     accepts_thinking_field: bool = True
     accepts_reasoning_effort: bool = False
-    # Fixed sampling (kimi.md section 2, "temperature"): None means any value goes.
+    # Fixed sampling (docs/kimi.md section 2, "temperature"): None means any value goes.
     temperature_thinking: float | None = None
     temperature_plain: float | None = None
     fixed_sampling: bool = False  # top_p 0.95, n 1, presence/frequency penalty 0
@@ -34,7 +34,7 @@ class Family:
         return self.temperature_thinking if thinking else self.temperature_plain
 
 
-# k2.5: "only 1.0 with thinking, only 0.6 without"; k2.6 / k2.7: only 1 (kimi.md section 2).
+# k2.5: "only 1.0 with thinking, only 0.6 without"; k2.6 / k2.7: only 1 (docs/kimi.md section 2).
 K2_5 = Family("k2.5", True, True, temperature_thinking=1.0, temperature_plain=0.6, fixed_sampling=True)
 K2_6 = Family("k2.6", True, True, temperature_thinking=1.0, temperature_plain=1.0, fixed_sampling=True)
 K2_7_CODE = Family("k2.7-code", False, True, temperature_thinking=1.0, fixed_sampling=True)

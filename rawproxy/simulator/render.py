@@ -1,5 +1,5 @@
-"""An Answer as Kimi sends it: JSON or SSE, in either dialect (kimi.md section 3,
-protocols.md sections 1 and 2). Pure: bytes out, no IO.
+"""An Answer as Kimi sends it: JSON or SSE, in either dialect (docs/kimi.md section 3,
+docs/protocols.md sections 1 and 2). Pure: bytes out, no IO.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from ..errors import anthropic_error, openai_error
-from ..sse import encode_event
+from ..core.errors import anthropic_error, openai_error
+from ..core.sse import encode_event
 from .agent import Answer
 from .rules import SimError
 
@@ -37,7 +37,7 @@ def usage_for(request_size: int, answer: Answer, history_len: int) -> Usage:
 
 
 def signature_for(reasoning: str) -> str:
-    """A long opaque signature; Kimi does not validate them (kimi.md section 1)."""
+    """A long opaque signature; Kimi does not validate them (docs/kimi.md section 1)."""
     digest = hashlib.sha512(reasoning.encode()).digest()
     return base64.b64encode(digest * 4).decode()
 
@@ -67,7 +67,7 @@ def openai_usage(u: Usage) -> dict:
         "completion_tokens": u.completion,
         "total_tokens": u.prompt + u.completion,
         "prompt_tokens_details": {"cached_tokens": u.cached},
-        "cached_tokens": u.cached,  # Kimi's top-level copy (kimi.md section 3)
+        "cached_tokens": u.cached,  # Kimi's top-level copy (docs/kimi.md section 3)
     }
 
 
@@ -123,7 +123,7 @@ def openai_events(answer: Answer, model: str, usage: Usage, msg_id: str, created
 
 def _anthropic_usage(u: Usage, output: int) -> dict:
     return {
-        "input_tokens": u.prompt - u.cached,  # uncached input only (protocols.md section 1)
+        "input_tokens": u.prompt - u.cached,  # uncached input only (docs/protocols.md section 1)
         "output_tokens": output,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": u.cached,

@@ -1,6 +1,6 @@
 """What a strict Kimi upstream rejects, as pure functions: one check per dialect.
 
-Every rule here comes from /work/shared/spec/kimi.md (sections 1 and 2) and is kept
+Every rule here comes from docs/kimi.md (sections 1 and 2) and is kept
 strict on purpose: a request that real Kimi would refuse must be refused here too, so
 that the proxy's repairs are tested against the upstream's rules, not against our hopes.
 The first problem found wins, in message order, like a real validator's single pass.
@@ -15,7 +15,7 @@ from typing import Any
 
 from .models import Family, family_of
 
-MAX_TOOLS = 128  # kimi.md section 2, "tool count"
+MAX_TOOLS = 128  # docs/kimi.md section 2, "tool count"
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 INVALID = "invalid_request_error"
 
@@ -32,7 +32,7 @@ def _bad(message: str) -> SimError:
 
 
 def missing_reasoning(index: int) -> SimError:
-    # kimi.md section 1: N is the 0-based index in `messages`, system included.
+    # docs/kimi.md section 1: N is the 0-based index in `messages`, system included.
     return _bad(
         "thinking is enabled but reasoning_content is missing in assistant tool call "
         f"message at index {index}"
@@ -48,7 +48,7 @@ def _fmt(value: float) -> str:
 
 
 def _present(text: Any) -> bool:
-    # kimi.md section 1: "" counts as missing (k2.6); a single space " " is accepted.
+    # docs/kimi.md section 1: "" counts as missing (k2.6); a single space " " is accepted.
     return isinstance(text, str) and text != ""
 
 
@@ -87,7 +87,7 @@ def _reasoning_effort(body: dict, family: Family) -> SimError | None:
     effort = body.get("reasoning_effort")
     if effort is None:
         return None
-    if not family.accepts_reasoning_effort:  # k2.x: kimi.md section 2
+    if not family.accepts_reasoning_effort:  # k2.x: docs/kimi.md section 2
         return _bad("cannot specify both 'thinking' and 'reasoning_effort'")
     if effort not in ("low", "high", "max"):  # k3 takes low|high|max
         return _bad("invalid reasoning_effort: only low, high, max are allowed for this model")
@@ -95,7 +95,7 @@ def _reasoning_effort(body: dict, family: Family) -> SimError | None:
 
 
 def _sampling(body: dict, family: Family, thinking: bool) -> SimError | None:
-    """kimi.md section 2, "temperature": fixed values, any other one is a 400."""
+    """docs/kimi.md section 2, "temperature": fixed values, any other one is a 400."""
     if "temperature" in body and body["temperature"] is not None:
         allowed = family.allowed_temperature(thinking)
         value = _num(body["temperature"])
@@ -189,7 +189,7 @@ def _openai_tools(body: dict, thinking: bool) -> SimError | None:
     named = isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict)
     if choice != "required" and not named:
         return _bad("invalid tool_choice: must be none, auto, required or a function")
-    if thinking:  # kimi.md section 2, "tool_choice"
+    if thinking:  # docs/kimi.md section 2, "tool_choice"
         return _bad(INCOMPATIBLE_TOOL_CHOICE)
     return None
 
@@ -228,7 +228,7 @@ def _openai_message(index: int, message: Any, thinking: bool) -> SimError | None
             return _bad(f"invalid tool_calls in message at index {index}")
     empty = content is None or content == "" or content == []
     if not calls:
-        # kimi.md section 2, "empty assistant content".
+        # docs/kimi.md section 2, "empty assistant content".
         return _bad("assistant message must not be empty") if empty else None
     if content == "" or content == []:
         return _bad("text content is empty")
@@ -272,14 +272,14 @@ def _anthropic_thinking(thinking: Any, family: Family) -> SimError | None:
         return _bad(NO_THINKING_FIELD)
     kind = thinking.get("type") if isinstance(thinking, dict) else None
     if kind == "adaptive":
-        # Claude Code sends it; strict Kimi upstreams refuse it (kimi.md section 2).
+        # Claude Code sends it; strict Kimi upstreams refuse it (docs/kimi.md section 2).
         return _bad("invalid thinking: type 'adaptive' is not supported, use enabled or disabled")
     if kind == "disabled":
         return None if family.can_disable_thinking else _bad(ONLY_ENABLED)
     if kind != "enabled":
         return _bad("invalid thinking: type must be one of enabled, disabled")
     budget = thinking.get("budget_tokens")
-    # The Anthropic dialect needs a budget with `enabled` (kimi.md: "with a budget where the
+    # The Anthropic dialect needs a budget with `enabled` (docs/kimi.md: "with a budget where the
     # dialect needs one"); the bound is the Anthropic API's own minimum.
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1024:
         return _bad("thinking.budget_tokens: must be an integer >= 1024 when thinking is enabled")
@@ -309,7 +309,7 @@ def _anthropic_tools(body: dict, thinking: bool) -> SimError | None:
     kind = choice.get("type") if isinstance(choice, dict) else None
     if kind not in ("auto", "any", "tool", "none") or (kind == "tool" and not isinstance(choice.get("name"), str)):
         return _bad("invalid tool_choice: type must be auto, any, tool (with name) or none")
-    if thinking and kind in ("any", "tool"):  # kimi.md section 2, "tool_choice"
+    if thinking and kind in ("any", "tool"):  # docs/kimi.md section 2, "tool_choice"
         return _bad(INCOMPATIBLE_TOOL_CHOICE)
     return None
 
@@ -333,7 +333,7 @@ def _anthropic_system(system: Any) -> SimError | None:
 _ANTHROPIC_BLOCKS = {
     "user": {"text", "image", "document", "tool_result"},
     # Kimi only knows its own reasoning: `redacted_thinking` (Claude's encrypted reasoning)
-    # means nothing to it, and `tool_reference` is refused (protocols.md section 1).
+    # means nothing to it, and `tool_reference` is refused (docs/protocols.md section 1).
     "assistant": {"text", "thinking", "tool_use"},
 }
 _TOOL_RESULT_BLOCKS = {"text", "image", "document"}
@@ -367,7 +367,7 @@ def _anthropic_message(index: int, message: Any, thinking: bool) -> SimError | N
         if kind == "thinking" and _present(block.get("thinking")):
             seen_thinking = True
         if kind == "tool_use" and thinking and not seen_thinking:
-            # kimi.md section 1: a tool_use turn needs a thinking block before it.
+            # docs/kimi.md section 1: a tool_use turn needs a thinking block before it.
             return missing_reasoning(index)
     return None
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import ClientError
-from ..ids import sanitize_tool_id
+from ..core.errors import ClientError
+from ..core.ids import sanitize_tool_id
 
 # anthropic_to_openai_request marks an `is_error` tool result with this prefix (OpenAI tool
 # messages have no error flag); openai_to_anthropic_request turns it back into the flag.
 TOOL_ERROR_PREFIX = "[tool error] "
 
 
-def text_of(content: Any, where: str) -> str:
+def text_or_refuse(content: Any, where: str) -> str:
     """System content (str or text blocks) as one string, blocks joined by blank lines."""
     if content is None:
         return ""

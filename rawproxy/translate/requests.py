@@ -1,4 +1,4 @@
-"""Request bodies: Anthropic Messages <-> OpenAI Chat Completions (protocols.md section 3).
+"""Request bodies: Anthropic Messages <-> OpenAI Chat Completions (docs/protocols.md section 3).
 
 Pure functions over parsed JSON that never mutate their input. What the other dialect cannot
 express raises `ClientError` (a 400 for the client). Anthropic fields that only tune the
@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import ClientError
-from ..ids import sanitize_tool_id
-from ._content import TOOL_ERROR_PREFIX, kind_of, openai_tool_call, text_of
+from ..core.errors import ClientError
+from ..core.ids import sanitize_tool_id
+from ._content import TOOL_ERROR_PREFIX, kind_of, openai_tool_call, text_or_refuse
 from .requests_openai import DEFAULT_MAX_TOKENS, openai_to_anthropic_request
 
 __all__ = ["DEFAULT_MAX_TOKENS", "anthropic_to_openai_request", "openai_to_anthropic_request"]
@@ -129,7 +129,7 @@ def _a2o_assistant(content: Any, where: str) -> dict:
             calls.append(openai_tool_call(block))
         else:
             raise ClientError(f"{where}: assistant block {kind_of(block)} cannot be sent to an OpenAI upstream")
-    if texts or not calls:  # Kimi 400s on empty content next to tool calls (kimi.md section 2)
+    if texts or not calls:  # Kimi 400s on empty content next to tool calls (docs/kimi.md section 2)
         msg["content"] = "\n\n".join(texts)
     if thoughts:
         msg["reasoning_content"] = "\n\n".join(thoughts)
@@ -172,14 +172,14 @@ def _a2o_tool_choice(choice: dict, out: dict) -> None:
 def anthropic_to_openai_request(body: dict) -> dict:
     out: dict[str, Any] = {"model": body.get("model")}
     messages: list[dict] = []
-    system = text_of(body.get("system"), "system")
+    system = text_or_refuse(body.get("system"), "system")
     if system:
         messages.append({"role": "system", "content": system})
     for i, msg in enumerate(body.get("messages") or []):
         where = f"messages[{i}]"
         role = msg.get("role") if isinstance(msg, dict) else None
         if role == "system":  # Claude Code sends these inside messages: keep them in place
-            messages.append({"role": "system", "content": text_of(msg.get("content"), where)})
+            messages.append({"role": "system", "content": text_or_refuse(msg.get("content"), where)})
         elif role == "user":
             messages.extend(_a2o_user(msg.get("content"), where))
         elif role == "assistant":
@@ -203,7 +203,7 @@ def anthropic_to_openai_request(body: dict) -> dict:
         _a2o_tool_choice(body["tool_choice"], out)
     thinking = body.get("thinking")
     if isinstance(thinking, dict):
-        # Kimi's OpenAI-format switch (kimi.md section 2): adaptive means "think".
+        # Kimi's OpenAI-format switch (docs/kimi.md section 2): adaptive means "think".
         kind = thinking.get("type")
         out["thinking"] = {"type": "disabled" if kind == "disabled" else "enabled"}
     fmt = (body.get("output_config") or {}).get("format")

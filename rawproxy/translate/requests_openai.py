@@ -1,4 +1,4 @@
-"""Request bodies, OpenAI Chat Completions -> Anthropic Messages (protocols.md section 3:
+"""Request bodies, OpenAI Chat Completions -> Anthropic Messages (docs/protocols.md section 3:
 "the reverse" of the Anthropic -> OpenAI table). Re-exported by `requests`.
 """
 
@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import ClientError
-from ..ids import make_signature, sanitize_tool_id, turn_key_of
-from ._content import TOOL_ERROR_PREFIX, kind_of, text_of, tool_use_block
+from ..core.errors import ClientError
+from ..core.ids import make_signature, sanitize_tool_id, turn_key_of
+from ..core.messages import reasoning_of
+from ._content import TOOL_ERROR_PREFIX, kind_of, text_or_refuse, tool_use_block
 
-# Anthropic requires max_tokens; used when an OpenAI client gives no limit (kimi.md
+# Anthropic requires max_tokens; used when an OpenAI client gives no limit (docs/kimi.md
 # section 2: k2.5's own default, and reasoning shares the budget).
 DEFAULT_MAX_TOKENS = 32768
 
@@ -55,7 +56,7 @@ def _o2a_parts(content: Any, where: str) -> list[dict]:
 
 def _o2a_tool_result(msg: dict, where: str) -> dict:
     content = msg.get("content")
-    text = content if isinstance(content, str) else text_of(content, where)
+    text = content if isinstance(content, str) else text_or_refuse(content, where)
     call_id = sanitize_tool_id(str(msg.get("tool_call_id", "")))
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id}
     if text.startswith(TOOL_ERROR_PREFIX):  # undo the marker anthropic_to_openai_request adds
@@ -68,10 +69,8 @@ def _o2a_tool_result(msg: dict, where: str) -> dict:
 def _o2a_assistant(msg: dict, where: str) -> list[dict]:
     blocks: list[dict] = []
     calls = msg.get("tool_calls") or []
-    reasoning = msg.get("reasoning_content")
-    if not isinstance(reasoning, str) or not reasoning:
-        reasoning = msg.get("reasoning")  # vLLM / OpenRouter spelling
-    if isinstance(reasoning, str) and reasoning:
+    reasoning = reasoning_of(msg)
+    if reasoning:
         first_id = calls[0].get("id") if calls and isinstance(calls[0], dict) else None
         # A proxy-made signature keyed by the turn; the Kimi repair swaps in a stored
         # upstream signature when it has one.
@@ -145,7 +144,7 @@ def openai_to_anthropic_request(body: dict) -> dict:
         where = f"messages[{i}]"
         role = msg.get("role") if isinstance(msg, dict) else None
         if role in ("system", "developer"):
-            text = text_of(msg.get("content"), where)
+            text = text_or_refuse(msg.get("content"), where)
             if not messages and not results:
                 system.append(text)  # leading: the top-level system prompt
             else:

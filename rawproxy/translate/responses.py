@@ -1,16 +1,16 @@
-"""Non-streaming response bodies, and the finish/usage mapping streams share (protocols.md
+"""Non-streaming response bodies, and the finish/usage mapping streams share (docs/protocols.md
 section 3, "Finish and usage")."""
 
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import time
 from typing import Any
 
-from ..errors import ClientError
-from ..ids import make_signature
+from ..core.errors import ClientError
+from ..core.ids import id_chars, make_signature
+from ..core.messages import reasoning_of, text_of
 from ._content import openai_tool_call, tool_use_block
 
 _FINISH_TO_STOP = {
@@ -29,7 +29,6 @@ _STOP_TO_FINISH = {
     "refusal": "content_filter",
     "model_context_window_exceeded": "length",  # cut by a token limit, like `length`
 }
-_NOT_ID = re.compile(r"[^a-zA-Z0-9_-]")
 
 
 def stop_reason(finish: str | None, has_tools: bool, matched: Any = None) -> tuple[str, str | None]:
@@ -73,7 +72,7 @@ def openai_usage(usage: dict | None) -> dict:
 
 
 def message_id(upstream_id: Any) -> str:
-    tail = _NOT_ID.sub("", upstream_id) if isinstance(upstream_id, str) else ""
+    tail = id_chars(upstream_id) if isinstance(upstream_id, str) else ""
     if tail.startswith("msg_"):
         return tail
     return "msg_" + (tail or secrets.token_hex(12))
@@ -85,20 +84,6 @@ def completion_id(upstream_id: Any) -> str:
     return tail if tail.startswith("chatcmpl-") else "chatcmpl-" + (tail or secrets.token_hex(12))
 
 
-def reasoning_of(obj: dict) -> str:
-    """Kimi/DeepSeek `reasoning_content`, or vLLM/OpenRouter `reasoning`."""
-    value = obj.get("reasoning_content")
-    if not isinstance(value, str) or not value:
-        value = obj.get("reasoning")
-    return value if isinstance(value, str) else ""
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, list):  # some servers answer with parts
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return content if isinstance(content, str) else ""
-
-
 def openai_to_anthropic_response(body: dict, turn_key: str | None = None) -> dict:
     choices = body.get("choices") or [{}]
     choice = choices[0]
@@ -107,7 +92,7 @@ def openai_to_anthropic_response(body: dict, turn_key: str | None = None) -> dic
     reasoning = reasoning_of(msg)
     if reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": make_signature(turn_key)})
-    text = _text(msg.get("content"))
+    text = text_of(msg.get("content"))  # some servers answer with parts
     if text:  # never an empty text block (Anthropic rejects them when sent back)
         content.append({"type": "text", "text": text})
     for call in msg.get("tool_calls") or []:

@@ -1,5 +1,5 @@
 """Streaming translation, sans-IO: feed the upstream's parsed SSE events, get the client's
-SSE bytes back (protocols.md section 3, "Streams"). The pipeline parses the upstream with
+SSE bytes back (docs/protocols.md section 3, "Streams"). The pipeline parses the upstream with
 `SSEParser`, so data split across TCP chunks is already whole here (claude-code-router 198).
 """
 
@@ -8,38 +8,78 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
-from ..errors import anthropic_error_type
-from ..ids import make_signature, new_turn_key, sanitize_tool_id, tool_call_id
-from ..sse import SSEEvent, encode_event
+StreamEnding = Literal["complete", "failed"]
+
+from ..core.errors import anthropic_type_for, openai_type_for
+from ..core.ids import make_signature, new_turn_key, sanitize_tool_id, tool_call_id
+from ..core.messages import reasoning_of
+from ..core.sse import SSEEvent, encode_event
 from .responses import (
     anthropic_usage,
     completion_id,
     finish_reason,
     message_id,
     openai_usage,
-    reasoning_of,
     stop_reason,
 )
 
-_ANTHROPIC_ERRORS = {
-    "invalid_request_error", "authentication_error", "billing_error", "permission_error",
-    "not_found_error", "request_too_large", "rate_limit_error", "api_error", "timeout_error",
-    "overloaded_error",
-}
-# OpenAI-style and Kimi error types -> Anthropic's.
-_TO_ANTHROPIC_ERROR = {
-    "server_error": "api_error",
-    "internal_error": "api_error",
-    "rate_limit_exceeded": "rate_limit_error",
-    "rate_limit_reached_error": "rate_limit_error",
-    "engine_overloaded_error": "overloaded_error",
-    "exceeded_current_quota_error": "billing_error",
-    "insufficient_quota": "billing_error",
-}
-_TO_OPENAI_ERROR = dict.fromkeys(("api_error", "overloaded_error", "timeout_error"), "server_error")
 CUT_MESSAGE = "upstream stream ended before the response was complete"
+
+
+class StreamTranslator(Protocol):
+    """Upstream events in, the client's SSE bytes out. `ending` says how the stream ended:
+    None while it runs, "complete" once the client was given the answer's end, "failed"
+    once it was given an error event; nothing is written after either."""
+
+    ending: StreamEnding | None
+
+    def feed(self, event: SSEEvent) -> list[bytes]: ...
+
+    def close(self) -> list[bytes]: ...
+
+
+class PassThrough:
+    """Same dialect on both sides: every event leaves as the bytes that came in. It
+    watches for the events that end a stream in `dialect` so the relay knows how it
+    ended, and ends a cut stream with an error event, as the translators do."""
+
+    __slots__ = ("ending", "_anthropic")
+
+    def __init__(self, dialect: str) -> None:
+        self.ending: StreamEnding | None = None
+        self._anthropic = dialect == "anthropic"
+
+    def feed(self, event: SSEEvent) -> list[bytes]:
+        if self.ending is None and event.dispatch:
+            if self._anthropic:
+                if event.event == "message_stop":
+                    self.ending = "complete"
+                elif event.event == "error":
+                    self.ending = "failed"  # the upstream's own error event tells the client
+            elif event.data == "[DONE]":
+                self.ending = "complete"
+            elif '"error"' in event.data and _is_error_chunk(event.data):
+                self.ending = "failed"
+        return [event.raw]
+
+    def close(self) -> list[bytes]:
+        if self.ending is not None:
+            return []
+        self.ending = "failed"
+        if self._anthropic:
+            return [_event({"type": "error", "error": {"type": "api_error", "message": CUT_MESSAGE}})]
+        error = {"message": CUT_MESSAGE, "type": "server_error", "param": None, "code": None}
+        return [encode_event(json.dumps({"error": error}))]
+
+
+def _is_error_chunk(data: str) -> bool:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and bool(doc.get("error"))
 
 
 def _event(data: dict) -> bytes:
@@ -61,6 +101,7 @@ class OpenAIToAnthropicStream:
     def __init__(self, model: str, turn_key: str | None = None) -> None:
         self.model = model
         self.turn_key = turn_key
+        self.ending: StreamEnding | None = None
         self._signature = make_signature(turn_key)
         self._started = False
         self._done = False
@@ -110,7 +151,7 @@ class OpenAIToAnthropicStream:
             if choice.get("finish_reason"):
                 self._finish, self._finished = choice["finish_reason"], True
                 self._matched = choice.get("stop_reason")
-            if choice.get("usage"):  # Kimi: usage inside the last choice (kimi.md section 3)
+            if choice.get("usage"):  # Kimi: usage inside the last choice (docs/kimi.md section 3)
                 self._take_usage(choice["usage"])
         if chunk.get("usage"):  # include_usage: a trailing chunk with `choices: []`
             self._take_usage(chunk["usage"])
@@ -233,21 +274,19 @@ class OpenAIToAnthropicStream:
         out.append(_event({"type": "message_delta", "delta": delta, "usage": usage}))
         out.append(_event({"type": "message_stop"}))
         self._done = True
+        self.ending = "complete"
         return out
 
     def _fail(self, kind: str, message: str) -> list[bytes]:
         self._done = True  # no message_stop after an error
+        self.ending = "failed"
         return [_event({"type": "error", "error": {"type": kind, "message": message}})]
 
 
 def _anthropic_error(err: Any) -> tuple[str, str]:
     if not isinstance(err, dict):
         return "api_error", str(err)
-    kind, code = err.get("type"), err.get("code")
-    if kind not in _ANTHROPIC_ERRORS:
-        by_status = anthropic_error_type(code) if isinstance(code, int) else "api_error"
-        kind = _TO_ANTHROPIC_ERROR.get(kind) or by_status
-    return kind, str(err.get("message") or "upstream error")
+    return anthropic_type_for(err.get("type"), err.get("code")), str(err.get("message") or "upstream error")
 
 
 _TEXT_KINDS = (("text", "text_delta", "content"), ("thinking", "thinking_delta", "reasoning_content"))
@@ -268,6 +307,7 @@ class AnthropicToOpenAIStream:
     def __init__(self, model: str, include_usage: bool) -> None:
         self.model = model
         self.include_usage = include_usage
+        self.ending: StreamEnding | None = None
         self._id = ""
         self._created = int(time.time())
         self._started = False
@@ -292,7 +332,7 @@ class AnthropicToOpenAIStream:
             err = data.get("error") if isinstance(data.get("error"), dict) else {"message": data.get("error")}
             err_type = err.get("type") or "server_error"
             message = str(err.get("message") or "upstream error")
-            return self._fail(_TO_OPENAI_ERROR.get(err_type, err_type), message)
+            return self._fail(openai_type_for(err_type), message)
         if kind in (None, "ping"):
             return []
         out = []
@@ -371,10 +411,12 @@ class AnthropicToOpenAIStream:
             out.append(self._raw({"choices": [], "usage": openai_usage(self._usage)}))
         out.append(encode_event("[DONE]"))
         self._done = True
+        self.ending = "complete"
         return out
 
     def _fail(self, kind: str, message: str) -> list[bytes]:
         self._done = True
+        self.ending = "failed"
         error = {"message": message, "type": kind, "param": None, "code": None}
         return [encode_event(json.dumps({"error": error}, ensure_ascii=False))]
 

@@ -9,11 +9,8 @@ import socket
 import httpx
 import pytest
 
+from ..conftest import CLAUDE_CODE_FIXTURES as FIXTURES
 from ..conftest import UPSTREAM_KEY, free_port
-
-FIXTURES = "/work/shared/fixtures/claude-code"
-if not os.path.isdir(FIXTURES):
-    FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "fixtures", "claude-code")
 
 
 def claude_code_request(name: str) -> tuple[dict, dict]:

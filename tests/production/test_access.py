@@ -168,7 +168,8 @@ def _base_env() -> dict:
     ({"PROXY_HOST": "192.168.1.5", "ZENMUX_API_KEY": "k"}, False),
 ])
 def test_exposure_rule(env, ok):
-    from rawproxy.config import ConfigError, load_settings
+    from rawproxy.core.settings import ConfigError
+    from rawproxy.service.cli import load_settings
 
     if ok:
         load_settings([], env)

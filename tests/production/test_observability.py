@@ -8,7 +8,7 @@ import re
 import httpx
 import openai
 
-from rawproxy.ids import new_turn_key, tool_call_id
+from rawproxy.core.ids import new_turn_key, tool_call_id
 
 from .support import ENV_WITHOUT_PROXIES, OPENAI_BODY, eventually, fsim, metric, proxies, sim
 

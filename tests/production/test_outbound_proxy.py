@@ -235,13 +235,14 @@ def test_socks5_outbound_proxy(sim, tmp_path):
     ("socks5://127.0.0.1:1080", "https://api.moonshot.ai/v1", {"NO_PROXY": "api.moonshot.ai"}, ""),
 ])
 def test_outbound_proxy_resolution(flag, upstream, env, expected):
-    from rawproxy.config import resolve_outbound_proxy
+    from rawproxy.upstream.outbound import resolve_outbound_proxy
 
     assert resolve_outbound_proxy(flag, upstream, env) == expected
 
 
 def test_a_bad_outbound_proxy_is_refused_at_start_up():
-    from rawproxy.config import ConfigError, load_settings
+    from rawproxy.core.settings import ConfigError
+    from rawproxy.service.cli import load_settings
 
     with pytest.raises(ConfigError, match="outbound proxy"):
         load_settings(["--outbound-proxy", "ftp://p:21"], {})

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from rawproxy.config import ConfigError, load_settings
-from rawproxy.errors import redact
-from rawproxy.metrics import Counter, Histogram, Metrics
-from rawproxy.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
+from rawproxy.core.settings import ConfigError
+from rawproxy.service.cli import load_settings
+from rawproxy.core.errors import redact
+from rawproxy.core.metrics import Counter, Histogram, Metrics
+from rawproxy.upstream.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
 
 
 def test_retry_policy_bounds_attempts_and_honours_retry_after():

@@ -9,9 +9,11 @@ import stat
 import pytest
 import trio
 
-from rawproxy.config import ConfigError, load_settings
-from rawproxy.reasoning import MemoryReasoningStore, Reasoning, entry_size, open_store
-from rawproxy.reasoning_sqlite import SQLiteReasoningStore
+from rawproxy.core.settings import ConfigError
+from rawproxy.service.cli import load_settings
+from rawproxy.core.reasoning import Reasoning, entry_size
+from rawproxy.store import MemoryReasoningStore, open_store
+from rawproxy.store.sqlite import SQLiteReasoningStore
 
 
 class Clock:

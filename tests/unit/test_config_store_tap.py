@@ -6,11 +6,13 @@ import json
 
 import pytest
 
-from rawproxy.config import ConfigError, ModelMap, infer_format, load_settings, upstream_url
-from rawproxy.ids import sanitize_tool_id, tool_call_id, turn_key_of, new_turn_key
-from rawproxy.reasoning import MemoryReasoningStore, Reasoning
-from rawproxy.sse import SSEParser, encode_event
-from rawproxy.tap import AnthropicTap, OpenAITap
+from rawproxy.core.settings import ConfigError, ModelMap, infer_format, upstream_url
+from rawproxy.service.cli import load_settings
+from rawproxy.core.ids import sanitize_tool_id, tool_call_id, turn_key_of, new_turn_key
+from rawproxy.core.reasoning import Reasoning
+from rawproxy.store import MemoryReasoningStore
+from rawproxy.core.sse import SSEParser, encode_event
+from rawproxy.core.tap import AnthropicTap, OpenAITap
 
 
 def test_seed_environment_names_still_work():

@@ -1,13 +1,13 @@
-"""Each Kimi repair rule on its own (spec/kimi.md sections 1 and 2), in both upstream dialects."""
+"""Each Kimi repair rule on its own (docs/kimi.md sections 1 and 2), in both upstream dialects."""
 
 from __future__ import annotations
 
 import pytest
 
-from rawproxy.errors import ClientError
-from rawproxy.ids import is_proxy_signature, tool_call_id
+from rawproxy.core.errors import ClientError
+from rawproxy.core.ids import is_proxy_signature, tool_call_id
 from rawproxy.kimi import policy_for, repair_anthropic, repair_openai, turn_keys_anthropic, turn_keys_openai
-from rawproxy.reasoning import Reasoning
+from rawproxy.core.reasoning import Reasoning
 
 KEY = "a" * 20
 CALL_ID = tool_call_id(KEY, 0, "call")
@@ -158,7 +158,7 @@ def test_anthropic_empty_thinking_block_is_filled_not_duplicated():
 
 
 def test_anthropic_proxy_signature_swapped_for_the_stored_upstream_one():
-    from rawproxy.ids import make_signature
+    from rawproxy.core.ids import make_signature
 
     body = an_body(an_tool_turn({"type": "thinking", "thinking": "t", "signature": make_signature(KEY)}), result())
     repair_anthropic(body, {KEY: Reasoning("t", "kimi-sig")})

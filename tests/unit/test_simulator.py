@@ -1,4 +1,4 @@
-"""The Kimi simulator: every rule of kimi.md sections 1-2 with its exact text, the
+"""The Kimi simulator: every rule of docs/kimi.md sections 1-2 with its exact text, the
 scripted agent, Kimi's stream shapes (section 3), faults and the control endpoints."""
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import openai
 import pytest
 import trio
 
-from rawproxy.http_types import Request
+from rawproxy.server.http import Request
 from rawproxy.simulator import SimulatedReset, SimulatorApp, check_anthropic, check_openai
 from rawproxy.simulator.models import family_of
-from rawproxy.sse import SSEParser
+from rawproxy.core.sse import SSEParser
 
-FIXTURES = Path("/work/shared/fixtures/claude-code")
+from ..conftest import CLAUDE_CODE_FIXTURES
+
+FIXTURES = CLAUDE_CODE_FIXTURES
 MISSING = "thinking is enabled but reasoning_content is missing in assistant tool call message at index {}"
 ONLY_ENABLED = "invalid thinking: only type=enabled is allowed for this model"
 INCOMPATIBLE = "tool_choice specified is incompatible with thinking enabled"
@@ -75,7 +77,7 @@ HISTORY = [{"role": "system", "content": "s"}, {"role": "user", "content": "go"}
 
 
 @pytest.mark.parametrize("bad, message, fixed", [
-    # kimi.md 1: index counts the system message; "" is missing, " " passes.
+    # docs/kimi.md 1: index counts the system message; "" is missing, " " passes.
     (oa(HISTORY + [call_msg(), tool_msg()]), MISSING.format(2), oa(HISTORY + [call_msg(" "), tool_msg()])),
     (oa(HISTORY + [call_msg("real"), tool_msg(), call_msg(""), tool_msg()]), MISSING.format(4),
      oa(HISTORY + [call_msg("real"), tool_msg(), call_msg("more"), tool_msg()])),

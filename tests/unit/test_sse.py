@@ -1,10 +1,10 @@
-"""The SSE framer under any chunking and every framing rule of protocols.md section 4."""
+"""The SSE framer under any chunking and every framing rule of docs/protocols.md section 4."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from rawproxy.sse import SSEParser, encode_event
+from rawproxy.core.sse import SSEParser, encode_event
 
 
 def parse_all(chunks):

@@ -1,4 +1,4 @@
-"""Request translation: one test per protocols.md section 3 table row, both directions,
+"""Request translation: one test per docs/protocols.md section 3 table row, both directions,
 round trips, the Claude Code fixtures, and what must be refused (ClientError)."""
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rawproxy.errors import ClientError
-from rawproxy.ids import is_proxy_signature, make_signature, sanitize_tool_id, tool_call_id
+from rawproxy.core.errors import ClientError
+from rawproxy.core.ids import is_proxy_signature, make_signature, sanitize_tool_id, tool_call_id
 from rawproxy.translate import anthropic_to_openai_request, openai_to_anthropic_request
 from tests.unit.translate_strategies import TURN, texts, tool_inputs, tool_names
 
-FIXTURES = pathlib.Path("/work/shared/fixtures/claude-code")
+from ..conftest import CLAUDE_CODE_FIXTURES
+
+FIXTURES = CLAUDE_CODE_FIXTURES
 
 
 def a2o(**body):

@@ -1,4 +1,4 @@
-"""Non-streaming response translation (protocols.md section 3, "Finish and usage")."""
+"""Non-streaming response translation (docs/protocols.md section 3, "Finish and usage")."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import openai
 import pytest
 from hypothesis import given, settings
 
-from rawproxy.errors import ClientError
-from rawproxy.ids import make_signature, sanitize_tool_id, tool_call_id
+from rawproxy.core.errors import ClientError
+from rawproxy.core.ids import make_signature, sanitize_tool_id, tool_call_id
 from rawproxy.translate import anthropic_to_openai_response, openai_to_anthropic_response
 from tests.unit.translate_strategies import TURN, anthropic_answers, anthropic_body, answers, openai_body
 

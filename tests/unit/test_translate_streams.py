@@ -1,5 +1,5 @@
 """Stream translation: property tests through the real SDKs, and one test per converter
-bug listed at the end of protocols.md section 3."""
+bug listed at the end of docs/protocols.md section 3."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rawproxy.ids import is_proxy_signature, make_signature
-from rawproxy.sse import SSEEvent, SSEParser
+from rawproxy.core.ids import is_proxy_signature, make_signature
+from rawproxy.core.sse import SSEEvent, SSEParser
 from rawproxy.translate import (
     AnthropicToOpenAIStream,
     OpenAIToAnthropicStream,
@@ -180,7 +180,7 @@ MSG_START = {"type": "message_start", "message": {"id": "msg_1", "type": "messag
                                                   "content": [], "stop_reason": None, "usage": {"input_tokens": 5, "output_tokens": 1}}}
 
 
-# ---------------------------------------------------------------- converter bugs (protocols.md section 3)
+# ---------------------------------------------------------------- converter bugs (docs/protocols.md section 3)
 
 
 def test_bug_sse_data_split_across_tcp_chunks():

@@ -18,8 +18,8 @@ import openai
 from hypothesis import strategies as st
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
-from rawproxy.ids import tool_call_id
-from rawproxy.sse import SSEParser
+from rawproxy.core.ids import tool_call_id
+from rawproxy.core.sse import SSEParser
 
 TURN = "abcdefghij0123456789"
 MODEL = "client-model"
@@ -124,7 +124,7 @@ def openai_body(a: Answer) -> dict:
 
 @st.composite
 def openai_stream(draw: Any, a: Answer) -> bytes:
-    """Kimi-shaped upstream bytes for an answer (kimi.md section 3)."""
+    """Kimi-shaped upstream bytes for an answer (docs/kimi.md section 3)."""
     head = {"id": a.upstream_id, "object": "chat.completion.chunk", "created": 1, "model": "kimi-k2.6"}
 
     def chunk(delta: dict, finish: str | None = None, **extra: Any) -> dict:
@@ -313,7 +313,7 @@ def openai_essence(completion: dict) -> dict:
 
 
 def check_anthropic_events(out: list[bytes], complete: bool = True) -> list[dict]:
-    """protocols.md section 1's client-enforced invariants; returns the event payloads."""
+    """docs/protocols.md section 1's client-enforced invariants; returns the event payloads."""
     events = parse_client(out)
     datas = []
     for name, data in events:

@@ -1,127 +1,42 @@
-"""Settings: one frozen object built at start-up from flags and the environment.
+"""The command line: flags and the environment -> the frozen Settings.
 
 Environment names from the seed project keep working (ZENMUX_API_KEY, MOONSHOT_BASE_URL,
-PROXY_HOST, PROXY_PORT, DEBUG); a flag beats its environment variable. No other module
-reads the environment.
+PROXY_HOST, PROXY_PORT, DEBUG); a flag beats its environment variable. This is the only
+module that reads the environment for settings.
 """
 
 from __future__ import annotations
 
 import argparse
-import fnmatch
-import importlib.util
-import ipaddress
 import os
-from dataclasses import dataclass, field
+import sys
 from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
-from . import __version__
-
-DEFAULT_UPSTREAM = "https://zenmux.ai/api/anthropic"
-DEFAULT_MODEL_MAP = "claude-*=kimi-k2.5"
-DEFAULT_KIMI_MODELS = "*kimi*,*moonshot*,*k2p5*"
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work; the message says which and why."""
-
-
-@dataclass(frozen=True, slots=True)
-class ModelMap:
-    rules: tuple[tuple[str, str], ...]
-
-    @classmethod
-    def parse(cls, text: str) -> "ModelMap":
-        rules = []
-        for item in filter(None, (part.strip() for part in text.split(","))):
-            pattern, sep, target = item.partition("=")
-            if not sep or not pattern.strip() or not target.strip():
-                raise ConfigError(f"model map entry {item!r} is not glob=target")
-            rules.append((pattern.strip(), target.strip()))
-        return cls(tuple(rules))
-
-    def map(self, model: str) -> str:
-        """First matching glob wins; a model no rule names goes upstream unchanged."""
-        for pattern, target in self.rules:
-            if fnmatch.fnmatchcase(model, pattern):
-                return target
-        return model
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    upstream: str = DEFAULT_UPSTREAM
-    upstream_format: str = "anthropic"
-    api_key: str = field(default="", repr=False)
-    model_map: ModelMap = field(default_factory=lambda: ModelMap.parse(DEFAULT_MODEL_MAP))
-    kimi_models: tuple[str, ...] = tuple(DEFAULT_KIMI_MODELS.split(","))
-    debug: bool = False
-    simulator: bool = False
-    # Reasoning store: bounded in bytes, entries expire.
-    store_max_bytes: int = 64 * 1024 * 1024
-    store_ttl: float = 24 * 3600.0
-    # "memory" (one process) or "sqlite:PATH" (shared by workers, kept across restarts).
-    store: str = "memory"
-    store_default: bool = False  # store was chosen for --workers > 1, not named by the user
-    # Processes accepting on one port; worker_id is set in each worker a supervisor starts.
-    workers: int = 1
-    worker_id: int | None = None
-    # Limits and timeouts (seconds).
-    max_body_bytes: int = 32 * 1024 * 1024
-    max_header_bytes: int = 64 * 1024
-    header_timeout: float = 30.0
-    keepalive_timeout: float = 75.0
-    connect_timeout: float = 10.0
-    read_timeout: float = 600.0
-    # Each client request holds at most one upstream connection: the client cap bounds it.
-    upstream_connections: int = 4096
-    request_timeout: float = 3600.0   # whole request, a stream included: a ceiling for runaways
-    max_connections: int = 4096       # open client connections; the next ones get a 503
-    graceful_timeout: float = 30.0    # SIGTERM/SIGINT: in-flight requests get this long to finish
-    # Upstream retries before the client has a byte: how many, and the longest wait.
-    retries: int = 2
-    retry_max_wait: float = 10.0
-    # Access control: keys clients must present; allow_open permits a key-less proxy that
-    # holds an upstream key on a non-loopback address.
-    access_keys: tuple[str, ...] = field(default=(), repr=False)
-    allow_open: bool = False
-    # Outbound proxy for the upstream, resolved once (flag, or *_PROXY minus NO_PROXY).
-    outbound_proxy: str = field(default="", repr=False)
-    log_format: str = "text"          # text | json
-
-    def is_kimi(self, model: str) -> bool:
-        name = model.lower()
-        return any(fnmatch.fnmatchcase(name, p.lower()) for p in self.kimi_models)
-
-    @property
-    def upstream_messages_url(self) -> str:
-        return upstream_url(self.upstream, self.upstream_format)
-
-
-def infer_format(base_url: str) -> str:
-    """A base whose path ends in /v1 is OpenAI-format (api.moonshot.ai/v1); else Anthropic."""
-    path = urlsplit(base_url).path.rstrip("/")
-    return "openai" if path.endswith("/v1") else "anthropic"
-
-
-def upstream_url(base: str, fmt: str, endpoint: str = "") -> str:
-    """Each ecosystem's convention: Anthropic bases get /v1/messages, OpenAI bases /chat/completions."""
-    base = base.rstrip("/")
-    if fmt == "anthropic":
-        return f"{base}/v1/messages{endpoint}"
-    return f"{base}/chat/completions"
-
+from .. import __version__
+from ..core.settings import (
+    DEFAULT_KIMI_MODELS, DEFAULT_MODEL_MAP, DEFAULT_UPSTREAM, ConfigError, ModelMap, Settings, infer_format,
+)
+from ..core.urls import is_loopback
+from ..upstream.outbound import resolve_outbound_proxy
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def program_name(argv0: str | None = None) -> str:
+    """How the user invoked us, for --help and messages: `python -m rawproxy` or the
+    script's own name (`rawproxy`)."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    base = os.path.basename(argv0)
+    if base in ("__main__.py", "-m", "") or base.startswith("python"):
+        return "python -m rawproxy"
+    return base
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m rawproxy",
+        prog=prog or program_name(),
         description="A proxy that makes Kimi thinking models work behind Anthropic and OpenAI clients.",
     )
     p.add_argument("--version", action="version", version=f"rawproxy {__version__}")
@@ -159,83 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(default from HTTPS_PROXY / HTTP_PROXY, minus NO_PROXY)")
     p.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON (env LOG_FORMAT, default text)")
     return p
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a name other than localhost, or "" (every interface)
-
-
-def _no_proxy_matches(host: str, port: int, no_proxy: str) -> bool:
-    """curl's NO_PROXY: `*`, host names matching themselves and their subdomains
-    (`example.com`, `.example.com`, `*.example.com`), IP addresses and CIDR blocks, each
-    optionally with `:port`."""
-    host = host.lower().strip("[]")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    for entry in no_proxy.split(","):
-        entry = entry.strip().lower()
-        if not entry:
-            continue
-        if entry == "*":
-            return True
-        name, entry_port = entry, None
-        if entry.startswith("["):  # [v6]:port
-            name, _, rest = entry[1:].partition("]")
-            entry_port = rest[1:] if rest.startswith(":") else None
-        elif entry.count(":") == 1:
-            name, _, entry_port = entry.partition(":")
-        if entry_port and entry_port != str(port):
-            continue
-        if address is not None:
-            try:
-                if address in ipaddress.ip_network(name, strict=False):
-                    return True
-            except ValueError:
-                pass
-            continue
-        name = name.removeprefix("*").lstrip(".")
-        if name and (host == name or host.endswith("." + name)):
-            return True
-    return False
-
-
-def resolve_outbound_proxy(flag: str | None, upstream: str, env: Mapping[str, str]) -> str:
-    """The proxy URL for requests to `upstream`, or "". The flag wins over the environment;
-    NO_PROXY exempts the upstream from either (as curl does with its environment). A
-    loopback upstream ignores the environment's proxies (as Go's ProxyFromEnvironment does):
-    a proxy elsewhere cannot reach this machine's localhost; only the flag sends it there."""
-    parts = urlsplit(upstream)
-    if flag is None:
-        if is_loopback(parts.hostname or ""):
-            return ""
-        names = ("https_proxy", "HTTPS_PROXY") if parts.scheme == "https" else ("http_proxy", "HTTP_PROXY")
-        flag = next((env[n] for n in names if env.get(n)), "")
-    url = flag.strip()
-    if not url:
-        return ""
-    no_proxy = env.get("no_proxy") or env.get("NO_PROXY") or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    if no_proxy and _no_proxy_matches(parts.hostname or "", port, no_proxy):
-        return ""
-    if "://" not in url:
-        url = "http://" + url  # HTTP_PROXY=host:port is common
-    proxy = urlsplit(url)
-    if proxy.scheme not in ("http", "https", "socks5", "socks5h") or not proxy.hostname:
-        raise ConfigError(f"outbound proxy must be http://, https:// or socks5://host:port, not {proxy.scheme}://...")
-    try:
-        proxy.port
-    except ValueError:
-        raise ConfigError("outbound proxy has an invalid port") from None
-    if proxy.scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
-        raise ConfigError("a socks5 outbound proxy needs the socksio package: pip install 'rawproxy[socks]'")
-    return url
 
 
 def check_exposure(host: str, api_key: str, access_keys: tuple[str, ...], allow_open: bool) -> None:

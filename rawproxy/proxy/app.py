@@ -1,4 +1,5 @@
-"""The proxy as an app: routes by path (query ignored) to its handlers."""
+"""The proxy as an app: routes by path (query ignored) to its handlers, checks access
+keys, and writes one access-log line and the metrics of each request."""
 
 from __future__ import annotations
 
@@ -7,28 +8,34 @@ import json
 import logging
 import os
 import time
-from urllib.parse import urlsplit
+from typing import Awaitable, Callable
 
-from . import __version__
-from .config import Settings
-from .dialects import (
-    ANTHROPIC, OPENAI, client_key, dialect_of_path, dialect_of_request, error_event, error_response,
-    parse_body, validate_anthropic, validate_openai,
+from .. import __version__
+from ..core.dialects import ANTHROPIC, OPENAI, error_event
+from ..core.errors import StatusError
+from ..core.metrics import Metrics, store_collector
+from ..core.reasoning import ReasoningStore
+from ..core.settings import Settings
+from ..core.urls import without_userinfo
+from ..server.http import Request, Response, json_response
+from ..store.memory import MemoryReasoningStore
+from ..upstream import RetryPolicy, Upstream
+from .models import ModelList
+from .outcome import Outcome
+from .pipeline import Completion
+from .requests import (
+    client_key, dialect_of_path, dialect_of_request, error_response, parse_body, validate_anthropic, validate_openai,
 )
-from .errors import ClientError, redact, upstream_error_message
-from .http_types import Request, Response, json_response
-from .metrics import Metrics, store_collector
-from .pipeline import Completion, Outcome, upstream_headers
-from .reasoning import MemoryReasoningStore
-from .retry import RetryPolicy
-from .upstream import Upstream, UpstreamError
+
+Handler = Callable[[Request, Outcome], Awaitable[Response]]
 
 log = logging.getLogger("rawproxy")
 access_log = logging.getLogger("rawproxy.access")
 
 
 class ProxyApp:
-    def __init__(self, settings: Settings, upstream: Upstream | None = None, store=None) -> None:
+    def __init__(self, settings: Settings, upstream: Upstream | None = None,
+                 store: ReasoningStore | None = None) -> None:
         self.settings = settings
         # The worker id the supervisor gave, else the pid: what /health and /metrics name.
         self.worker = str(settings.worker_id) if settings.worker_id is not None else str(os.getpid())
@@ -44,7 +51,7 @@ class ProxyApp:
         # Access keys as bytes, compared in constant time against what the client sent.
         self._access_keys = tuple(k.encode() for k in settings.access_keys)
         # `is None`, not `or`: a store with no entries yet has len() 0 and is falsy.
-        self.store = store if store is not None else MemoryReasoningStore(settings.store_max_bytes, settings.store_ttl)
+        self.store: ReasoningStore = store if store is not None else MemoryReasoningStore(settings.store_max_bytes, settings.store_ttl)
         # Under --workers, every answer names the worker that gave it (cheap; tests and
         # operators see how connections spread).
         self._worker_header = (None if settings.worker_id is None
@@ -52,12 +59,13 @@ class ProxyApp:
         self.metrics.add_collector(store_collector(self.store))
         self.messages = Completion(settings, self.upstream, self.store, ANTHROPIC, self.metrics)
         self.chat = Completion(settings, self.upstream, self.store, OPENAI, self.metrics)
-        self._routes = {
+        self._model_list = ModelList(settings, self.upstream)
+        self._routes: dict[str, tuple[str, Handler]] = {
             "/v1/messages": ("POST", self._messages),
             "/v1/messages/count_tokens": ("POST", self._count_tokens),
             "/v1/chat/completions": ("POST", self._chat),
             "/chat/completions": ("POST", self._chat),
-            "/v1/models": ("GET", self._models),
+            "/v1/models": ("GET", self._model_list),
             "/health": ("GET", self._health),
             "/metrics": ("GET", self._metrics),
         }
@@ -95,9 +103,7 @@ class ProxyApp:
         else:
             try:
                 response = await route[1](request, outcome)
-            except ClientError as exc:
-                response = self.error_response(path, exc.status, exc.message)
-            except UpstreamError as exc:
+            except StatusError as exc:
                 response = self.error_response(path, exc.status, exc.message)
         route_label = path if route is not None else "other"  # unknown paths: one label, not one each
         if outcome.streaming and response.stream is not None:
@@ -146,50 +152,13 @@ class ProxyApp:
     async def _count_tokens(self, request: Request, outcome: Outcome) -> Response:
         body = parse_body(request)
         validate_anthropic(body, count_tokens=True)
-        if self.settings.upstream_format != ANTHROPIC:
-            # Claude Code falls back to its own estimate on a non-2xx answer; a made-up
-            # {"input_tokens": 0} would break its compaction (protocols.md section 1).
-            raise ClientError("count_tokens is not offered by the OpenAI-format upstream", 404)
-        body["model"] = self.settings.model_map.map(body["model"])
-        outcome.model = body["model"]
-        if self.settings.is_kimi(body["model"]):
-            await self.messages._repair(body, outcome)
-        url = self.messages.url + "/count_tokens"
-        headers = upstream_headers(request, ANTHROPIC, self.settings.api_key, False, not self._access_keys)
-        up = await self.upstream.send("POST", url, headers, json.dumps(body).encode())
-        outcome.upstream_status = up.status
-        raw = await up.read()
-        if up.status >= 400:
-            return error_response(ANTHROPIC, up.status, redact(upstream_error_message(raw), self.settings.api_key))
-        return json_response(up.status, raw)
-
-    async def _models(self, request: Request, outcome: Outcome) -> Response:
-        dialect = dialect_of_request(request)
-        base = self.settings.upstream
-        url = f"{base}/v1/models" if self.settings.upstream_format == ANTHROPIC else f"{base}/models"
-        headers = upstream_headers(request, self.settings.upstream_format, self.settings.api_key, False,
-                                   not self._access_keys)
-        up = await self.upstream.send("GET", url, headers, b"")
-        outcome.upstream_status = up.status
-        raw = await up.read()
-        if up.status >= 400:
-            return error_response(dialect, up.status, redact(upstream_error_message(raw), self.settings.api_key))
-        try:
-            ids = [m["id"] for m in json.loads(raw).get("data", []) if isinstance(m, dict) and "id" in m]
-        except (ValueError, AttributeError, TypeError):
-            raise UpstreamError(502, "upstream model list is not JSON") from None
-        if dialect == ANTHROPIC:
-            data = [{"type": "model", "id": i, "display_name": i, "created_at": "2025-01-01T00:00:00Z"} for i in ids]
-            doc = {"data": data, "has_more": False, "first_id": ids[0] if ids else None, "last_id": ids[-1] if ids else None}
-        else:
-            doc = {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": "moonshot"} for i in ids]}
-        return json_response(200, json.dumps(doc).encode())
+        return await self.messages.count_tokens(request, body, outcome)
 
     async def _health(self, request: Request, outcome: Outcome) -> Response:
         doc = {
             "status": "ok",
             "version": __version__,
-            "upstream": _without_userinfo(self.settings.upstream),
+            "upstream": without_userinfo(self.settings.upstream),
             "upstream_format": self.settings.upstream_format,
             "worker": self.worker,
         }
@@ -200,10 +169,3 @@ class ProxyApp:
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
-
-
-def _without_userinfo(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()

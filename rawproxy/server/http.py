@@ -1,9 +1,10 @@
-"""The request and response an app sees: the only types shared by server and apps."""
+"""The types at the server's edge: the request and response an app sees, the app and
+error-responder signatures, and the limits the server enforces."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 
 @dataclass(slots=True)
@@ -48,3 +49,21 @@ def json_response(status: int, body: bytes, extra: list[tuple[bytes, bytes]] | N
     if extra:
         headers.extend(extra)
     return Response(status, headers, body)
+
+
+App = Callable[[Request], Awaitable[Response]]
+# Build an error in the dialect the path implies (the server knows no dialects): a whole
+# response before the head went out, the bytes of one stream event after.
+ErrorResponder = Callable[[str, int, str], Response]
+StreamErrorResponder = Callable[[str, int, str], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 30.0      # a slow client sending its head is cut off
+    keepalive_timeout: float = 75.0   # an idle keep-alive connection is closed
+    body_timeout: float = 120.0
+    request_timeout: float = 3600.0   # from the head received to the response's last byte
+    max_connections: int = 4096

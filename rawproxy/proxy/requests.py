@@ -1,38 +1,29 @@
-"""The two client dialects: which one a request speaks, what a valid body is, error shapes."""
+"""Reading a client request: which dialect it speaks, its key, whether its body is valid;
+and answering it with an error in that dialect."""
 
 from __future__ import annotations
 
 import json
 
-from .errors import ClientError, anthropic_error, openai_error
-from .http_types import Request, Response, json_response
-from .sse import encode_event
-
-ANTHROPIC = "anthropic"
-OPENAI = "openai"
+from ..core.dialects import ANTHROPIC, OPENAI, Dialect, error_body
+from ..core.errors import ClientError
+from ..server.http import Request, Response, json_response
 
 
-def dialect_of_path(path: str) -> str:
+def dialect_of_path(path: str) -> Dialect:
     return ANTHROPIC if "/messages" in path else OPENAI
 
 
-def dialect_of_request(request: Request) -> str:
+def dialect_of_request(request: Request) -> Dialect:
     """For routes both dialects share (GET /v1/models): Anthropic clients send their headers."""
     if request.header(b"anthropic-version") is not None or request.header(b"x-api-key") is not None:
         return ANTHROPIC
     return OPENAI if request.path != "/v1/messages" else ANTHROPIC
 
 
-def error_response(dialect: str, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None) -> Response:
-    body = anthropic_error(status, message) if dialect == ANTHROPIC else openai_error(status, message)
-    return json_response(status, body, extra)
-
-
-def error_event(dialect: str, status: int, message: str) -> bytes:
-    """An error after the first byte: the shape each SDK raises on mid-stream."""
-    if dialect == ANTHROPIC:
-        return encode_event(anthropic_error(status, message).decode(), "error")
-    return encode_event(openai_error(status, message).decode())
+def error_response(dialect: Dialect, status: int, message: str,
+                   extra: list[tuple[bytes, bytes]] | None = None) -> Response:
+    return json_response(status, error_body(dialect, status, message), extra)
 
 
 def parse_body(request: Request) -> dict:

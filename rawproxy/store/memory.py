@@ -1,33 +1,16 @@
-"""Remembered reasoning, keyed by the turn key inside the tool-call ids the proxy issued.
+"""Remembered reasoning in this process's memory, keyed by turn key.
 
-In memory, bounded in bytes (least recently used entries go first) and entries expire.
-The interface is async so a shared store (SQLite, for several workers:
-reasoning_sqlite.py) fits behind it; open_store picks one from the settings.
+Bounded in bytes (least recently used entries go first), and entries expire. For one
+process; several workers share the SQLite store instead.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Callable, Iterable
 
-if TYPE_CHECKING:
-    from .config import Settings
-
-
-@dataclass(frozen=True, slots=True)
-class Reasoning:
-    text: str
-    signature: str | None = None  # the upstream's own signature (Anthropic upstream)
-
-
-_ENTRY_OVERHEAD = 120  # bytes of bookkeeping counted per entry besides the text
-
-
-def entry_size(key: str, value: Reasoning) -> int:
-    """The bytes one entry counts against a store's bound (both stores count alike)."""
-    return len(key) + len(value.text.encode()) + len((value.signature or "").encode()) + _ENTRY_OVERHEAD
+from ..core.reasoning import Reasoning, entry_size
 
 
 class MemoryReasoningStore:
@@ -78,20 +61,3 @@ class MemoryReasoningStore:
     async def aclose(self) -> None:
         self._entries.clear()
         self.bytes = 0
-
-
-def open_store(settings: "Settings"):
-    """The one place that turns `Settings.store` ("memory" or "sqlite:PATH") into a store."""
-    kind, _, path = settings.store.partition(":")
-    if kind == "memory":
-        return MemoryReasoningStore(settings.store_max_bytes, settings.store_ttl)
-    if kind == "sqlite" and path:
-        import os
-
-        from .reasoning_sqlite import SQLiteReasoningStore
-
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            os.makedirs(folder, mode=0o700, exist_ok=True)  # the default place under the user's state dir
-        return SQLiteReasoningStore(path, settings.store_max_bytes, settings.store_ttl)
-    raise ValueError(f"unknown reasoning store {settings.store!r}")

@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Iterator
 
 import trio
 
-from .reasoning import Reasoning, entry_size
+from ..core.reasoning import Reasoning, entry_size
 
 log = logging.getLogger("rawproxy.store")
 

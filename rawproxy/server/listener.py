@@ -20,37 +20,18 @@ import errno
 import json
 import logging
 import socket
-from dataclasses import dataclass
-from typing import Awaitable, Callable
-
 import trio
 
 from .connection import BROKEN, ClientConnection
-from .http_types import Request, Response
+from .http import App, ErrorResponder, Response, ServerLimits, StreamErrorResponder
+from .sockets import reuse_port_socket
 
 log = logging.getLogger("rawproxy.server")
-
-App = Callable[[Request], Awaitable[Response]]
-# Build an error in the dialect the path implies (the server knows no dialects): a whole
-# response before the head went out, the bytes of one stream event after.
-ErrorResponder = Callable[[str, int, str], Response]
-StreamErrorResponder = Callable[[str, int, str], bytes]
 
 _MAX_REFUSING = 256          # beyond this many at once, over-limit connections just close
 _WAIT_CHECK = 0.5            # how often the server looks for clients gone while the app works
 # accept() failing for lack of descriptors or memory: wait, the load may pass.
 _ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-
-
-@dataclass(frozen=True, slots=True)
-class ServerLimits:
-    max_body_bytes: int = 32 * 1024 * 1024
-    max_header_bytes: int = 64 * 1024
-    header_timeout: float = 30.0      # a slow client sending its head is cut off
-    keepalive_timeout: float = 75.0   # an idle keep-alive connection is closed
-    body_timeout: float = 120.0
-    request_timeout: float = 3600.0   # from the head received to the response's last byte
-    max_connections: int = 4096
 
 
 def _plain_error(path: str, status: int, message: str) -> Response:
@@ -119,6 +100,13 @@ class Server:
             conn.drain()
         self._stop_watchdog_when_idle()
 
+    def app_started(self, conn: ClientConnection) -> None:
+        """The app is working for `conn`: the watchdog may look at its client from now on."""
+        self.waiting[conn] = trio.current_time()
+
+    def app_finished(self, conn: ClientConnection) -> None:
+        self.waiting.pop(conn, None)
+
     def _evict_one(self) -> bool:
         for conn in self.connections:  # only at the cap: a scan then is fine
             if conn.evict():
@@ -142,9 +130,8 @@ class Server:
                 await trio.sleep(_WAIT_CHECK)
                 cutoff = trio.current_time() - _WAIT_CHECK
                 for conn, since in list(self.waiting.items()):
-                    if since <= cutoff and conn.request_scope is not None and _peer_closed(conn.stream):
-                        conn.gone = True
-                        conn.request_scope.cancel()
+                    if since <= cutoff:
+                        conn.cancel_if_client_gone()
 
     def abort(self, status: int = 503, message: str = "the proxy is shutting down") -> None:
         """Cut every request still running; each client gets `message` in its dialect."""
@@ -199,24 +186,6 @@ class Server:
                 await stream.aclose()
 
 
-def _peer_closed(stream: trio.SocketStream) -> bool:
-    """True when the client closed or reset its end; bytes it sent (a pipelined request)
-    stay unread. One non-blocking recv on the descriptor, wrapped without a dup."""
-    trio_sock = stream.socket
-    try:
-        sock = socket.socket(trio_sock.family, trio_sock.type, fileno=trio_sock.fileno())
-    except OSError:
-        return True
-    try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True
-    finally:
-        sock.detach()  # the descriptor stays trio's
-
-
 async def serve(
     app: App,
     host: str,
@@ -234,10 +203,6 @@ async def serve(
 
 
 async def _reuse_port_listener(host: str, port: int) -> trio.SocketListener:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = trio.socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    await sock.bind((host, port))
+    sock = trio.socket.from_stdlib_socket(reuse_port_socket(host, port))
     sock.listen(1024)
     return trio.SocketListener(sock)

@@ -1,18 +1,41 @@
-"""Reads each upstream answer on its way to the client (in the upstream's dialect).
+"""The tap: makes each upstream answer a tool-call turn the proxy can recognise later.
 
-Two jobs: give every tool call an id the proxy owns (`ids.tool_call_id`, keyed by this
-answer's turn key), and collect the answer's reasoning so it can be remembered under that
-key. Events it does not change are returned as the same object, so the pass-through path
-forwards their original bytes; it parses only the events it must.
+A turn is keyed by a turn key: the key goes into the id of every tool call of the answer
+(`ids.tool_call_id`), and the answer's reasoning is what gets remembered under it, so a
+client sending any of those ids back brings the reasoning back. The tap reads the answer
+in the upstream's dialect on its way to the client; events it does not change are
+returned as the same object (the pass-through path forwards their original bytes), and
+it parses only the events it must.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Protocol
 
 from .ids import tool_call_id
+from .messages import reasoning_of
 from .reasoning import Reasoning
 from .sse import SSEEvent, encode_event
+
+
+class Tap(Protocol):
+    turn_key: str
+    tool_calls: int
+
+    def message(self, body: dict) -> None: ...
+
+    def event(self, ev: SSEEvent) -> SSEEvent: ...
+
+    def remembered(self) -> Reasoning | None: ...
+
+
+def tap_for(upstream_format: str, turn_key: str, prefix: str) -> Tap:
+    """The tap for an answer in `upstream_format`; `prefix` is the id style of the client
+    (`toolu` for Anthropic clients, `call` for OpenAI ones)."""
+    if upstream_format == "anthropic":
+        return AnthropicTap(turn_key, prefix)
+    return OpenAITap(turn_key, prefix)
 
 
 class _Collected:
@@ -91,8 +114,8 @@ class OpenAITap(_Collected):
     def message(self, body: dict) -> None:
         for choice in body.get("choices") or ():
             msg = choice.get("message") or {}
-            text = msg.get("reasoning_content") or msg.get("reasoning")
-            if isinstance(text, str) and choice.get("index", 0) == 0:
+            text = reasoning_of(msg)
+            if text and choice.get("index", 0) == 0:
                 self.parts.append(text)
             for k, call in enumerate(msg.get("tool_calls") or ()):
                 call["id"] = tool_call_id(self.turn_key, k, self.prefix)
@@ -111,8 +134,8 @@ class OpenAITap(_Collected):
         changed = False
         for choice in doc.get("choices") or ():
             delta = choice.get("delta") or {}
-            text = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(text, str) and choice.get("index", 0) == 0:
+            text = reasoning_of(delta)
+            if text and choice.get("index", 0) == 0:
                 self.parts.append(text)
             for call in delta.get("tool_calls") or ():
                 if call.get("id"):

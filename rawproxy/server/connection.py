@@ -4,21 +4,19 @@ Reads a whole request (bounded in size and time), hands it to the server's app, 
 writes the response: a body in one write, or a stream whose items each leave in one
 write as soon as they are produced, while a task watches the client's socket so a client
 that leaves cancels the work at once. The listener, connection limits and draining are
-server.py's.
+listener.py's; the connection reaches them only through `ConnectionHost`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import socket
+from typing import Protocol
 
 import h11
 import trio
 
-from .http_types import Request, Response, StreamAborted
-
-if TYPE_CHECKING:
-    from .server import Server
+from .http import App, ErrorResponder, Request, Response, ServerLimits, StreamAborted, StreamErrorResponder
 
 log = logging.getLogger("rawproxy.server")
 
@@ -30,11 +28,25 @@ REFUSE_HEAD_SECONDS = 5.0   # an over-limit connection gets this long to send it
 BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
+class ConnectionHost(Protocol):
+    """What a connection needs from the server that accepted it, and all it may touch."""
+
+    app: App
+    limits: ServerLimits
+    on_error: ErrorResponder
+    on_stream_error: StreamErrorResponder
+    draining: bool
+
+    def app_started(self, conn: "ClientConnection") -> None: ...
+
+    def app_finished(self, conn: "ClientConnection") -> None: ...
+
+
 class ClientConnection:
     __slots__ = ("server", "stream", "conn", "limits", "idle_scope", "request_scope", "gone", "torn",
                  "streaming", "abort_reason", "resting")
 
-    def __init__(self, server: "Server", stream: trio.SocketStream) -> None:
+    def __init__(self, server: ConnectionHost, stream: trio.SocketStream) -> None:
         self.server = server
         self.stream = stream
         self.limits = server.limits
@@ -62,6 +74,13 @@ class ClientConnection:
         scope = self.idle_scope
         if scope is not None and not self.conn.trailing_data[0]:
             scope.cancel()
+
+    def cancel_if_client_gone(self) -> None:
+        """Cancel the request in progress if the client has closed its end (a non-blocking
+        peek, asked by the server's watchdog of connections the app has worked on a while)."""
+        if self.request_scope is not None and _peer_closed(self.stream):
+            self.gone = True
+            self.request_scope.cancel()
 
     def abort(self, status: int, message: str) -> None:
         self.abort_reason = (status, message)
@@ -206,12 +225,11 @@ class ClientConnection:
         return False
 
     async def _exchange(self, request: Request, path: str) -> bool:
-        waiting = self.server.waiting
-        waiting[self] = trio.current_time()
+        self.server.app_started(self)
         try:
             response = await self._call_app(request, path)
         finally:
-            del waiting[self]
+            self.server.app_finished(self)
         if self.server.draining:
             response.headers.append((b"connection", b"close"))
         if response.stream is not None:
@@ -320,3 +338,22 @@ class ClientConnection:
         with trio.move_on_after(LINGER_SECONDS):
             while await self.stream.receive_some(READ_SIZE):
                 pass
+
+
+
+def _peer_closed(stream: trio.SocketStream) -> bool:
+    """True when the client closed or reset its end; bytes it sent (a pipelined request)
+    stay unread. One non-blocking recv on the descriptor, wrapped without a dup."""
+    trio_sock = stream.socket
+    try:
+        sock = socket.socket(trio_sock.family, trio_sock.type, fileno=trio_sock.fileno())
+    except OSError:
+        return True
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.detach()  # the descriptor stays trio's

@@ -1,6 +1,6 @@
 """Sans-IO server-sent events: a framer for any chunking, and a writer.
 
-Framing follows the WHATWG HTML rules (protocols.md section 4): lines end in CRLF, LF or
+Framing follows the WHATWG HTML rules (docs/protocols.md section 4): lines end in CRLF, LF or
 a lone CR; a blank line ends a block; `:` starts a comment; one optional space after the
 field's colon is removed; data lines join with LF; a block without a data field is not
 dispatched; a last block without its blank line is discarded; one leading BOM is dropped.

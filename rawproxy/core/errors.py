@@ -1,4 +1,6 @@
-"""One error shape per dialect (protocols.md sections 1 and 2)."""
+"""Errors that carry an HTTP status, and one error shape per dialect (docs/protocols.md
+sections 1 and 2): the status-to-type tables and the mapping of error types between the
+dialects live here and nowhere else."""
 
 from __future__ import annotations
 
@@ -35,17 +37,64 @@ _OPENAI_TYPES = {
 }
 
 
-class ClientError(Exception):
-    """A request the proxy will not send on; status and message reach the client."""
+# Anthropic's own error types; anything else an upstream names is mapped onto them.
+ANTHROPIC_ERROR_TYPES = frozenset(set(_ANTHROPIC_TYPES.values()) | {"api_error", "invalid_request_error"})
+# OpenAI-style and Kimi error types -> Anthropic's.
+_TO_ANTHROPIC_TYPE = {
+    "server_error": "api_error",
+    "internal_error": "api_error",
+    "rate_limit_exceeded": "rate_limit_error",
+    "rate_limit_reached_error": "rate_limit_error",
+    "engine_overloaded_error": "overloaded_error",
+    "exceeded_current_quota_error": "billing_error",
+    "insufficient_quota": "billing_error",
+}
+# Anthropic's server-side types -> OpenAI's one; the others keep their names.
+_TO_OPENAI_TYPE = dict.fromkeys(("api_error", "overloaded_error", "timeout_error"), "server_error")
 
-    def __init__(self, message: str, status: int = 400) -> None:
+
+class StatusError(Exception):
+    """An error whose status and message reach the client, in its dialect."""
+
+    default_status = 500
+
+    def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
-        self.status = status
         self.message = message
+        self.status = self.default_status if status is None else status
+
+
+class ClientError(StatusError):
+    """A request the proxy will not send on (400 unless said otherwise)."""
+
+    default_status = 400
+
+
+class UpstreamError(StatusError):
+    """The upstream could not be reached, stopped answering or answered nonsense (502
+    unless said otherwise); the message names the upstream, never a key."""
+
+    default_status = 502
 
 
 def anthropic_error_type(status: int) -> str:
     return _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def anthropic_type_for(kind: object, code: object = None) -> str:
+    """The Anthropic error type for an error another dialect (or a relay) named `kind`,
+    with an HTTP-like `code` as the fallback."""
+    if isinstance(kind, str) and kind in ANTHROPIC_ERROR_TYPES:
+        return kind
+    mapped = _TO_ANTHROPIC_TYPE.get(kind) if isinstance(kind, str) else None
+    if mapped:
+        return mapped
+    return anthropic_error_type(code) if isinstance(code, int) else "api_error"
+
+
+def openai_type_for(kind: str) -> str:
+    """The OpenAI error type for an Anthropic one."""
+    return _TO_OPENAI_TYPE.get(kind, kind)
 
 
 def openai_error_type(status: int) -> str:

@@ -1,7 +1,7 @@
 """Tool-call ids and thinking signatures the proxy issues.
 
 Kimi's ids (`functions.Bash:0`) repeat every turn and are not valid Anthropic ids
-(`^[a-zA-Z0-9_-]+$`, protocols.md section 1). The proxy hands clients ids of its own,
+(`^[a-zA-Z0-9_-]+$`, docs/protocols.md section 1). The proxy hands clients ids of its own,
 `<prefix>_<turn>_<k>`, where `<turn>` keys the upstream answer they came from: the
 reasoning of that answer is remembered under it, and found again from any id of that
 turn that the client sends back.
@@ -33,6 +33,11 @@ def tool_call_id(turn_key: str, index: int, prefix: str) -> str:
 def turn_key_of(tool_call_id: str) -> str | None:
     m = _PROXY_ID.match(tool_call_id) if isinstance(tool_call_id, str) else None
     return m.group(1) if m else None
+
+
+def id_chars(raw: str) -> str:
+    """`raw` with every character an Anthropic id may not hold removed."""
+    return _INVALID.sub("", raw)
 
 
 def sanitize_tool_id(raw: str) -> str:

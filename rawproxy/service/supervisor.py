@@ -33,6 +33,9 @@ import sys
 import time
 from dataclasses import dataclass
 
+from ..core.settings import Settings
+from ..server.sockets import reuse_port_socket
+
 log = logging.getLogger("rawproxy.supervisor")
 
 STABLE_AFTER = 10.0      # a worker that ran this long before dying is restarted at once
@@ -58,17 +61,8 @@ def _signal_name(number: int) -> str:
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
-    """Bind (never listen) with SO_REUSEPORT so the workers can share the port."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    """Bind (never listen) so the workers can share the port: it stays ours while they restart."""
+    return reuse_port_socket(host, port)
 
 
 def supervisor_gone(parent_pid: int) -> bool:
@@ -204,12 +198,12 @@ class Supervisor:
             w.proc = None
 
 
-def supervise(settings, argv: list[str]) -> int:
+def supervise(settings: Settings, argv: list[str]) -> int:
     """Run settings.workers workers with the command line `argv`; returns the exit code."""
     try:
         reservation = reserve_port(settings.host, settings.port)
     except OSError as exc:
-        print(f"rawproxy: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
+        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror or exc)
         return 1
     with reservation:
         port = reservation.getsockname()[1]
@@ -217,6 +211,6 @@ def supervise(settings, argv: list[str]) -> int:
         # worker must open, spelled out so no worker works them out on its own.
         worker_argv = [*argv, "--port", str(port), "--store", settings.store]
         note = " (the default for --workers > 1; choose with --store)" if settings.store_default else ""
-        print(f"rawproxy: supervising {settings.workers} workers on {settings.host}:{port}; "
-              f"reasoning store {settings.store}{note}", flush=True)
+        log.info("supervising %d workers on %s:%d; reasoning store %s%s",
+                 settings.workers, settings.host, port, settings.store, note)
         return Supervisor(worker_argv, settings.workers, settings.graceful_timeout).run()

@@ -1,0 +1,27 @@
+"""What one request's handling learns, for the access log and the metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+StreamResult = Literal["complete", "error", "cancelled"]
+
+
+@dataclass(slots=True)
+class Outcome:
+    upstream_status: int | None = None
+    repairs: list[str] = field(default_factory=list)
+    model: str = ""
+    # A streamed answer is logged when it ends, not when its head leaves: the relay sets
+    # `stream` to how it ended and calls `on_end` (set by the app) once.
+    stream: StreamResult | None = None
+    on_end: Callable[["Outcome"], None] | None = None
+    streaming: bool = False  # the response is a relay that will call end_stream
+
+    def end_stream(self, result: StreamResult) -> None:
+        if self.stream is not None:
+            return
+        self.stream = result
+        if self.on_end is not None:
+            self.on_end(self)
