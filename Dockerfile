@@ -1,5 +1,5 @@
 # rawproxy in a small image: python:3.11-slim plus the runtime dependencies only
-# (trio, h11, httpcore, anyio and what they pull in, about 11 MB), run as a non-root user.
+# (trio, h11, httpcore, certifi and what they pull in, about 11 MB), run as a non-root user.
 # tests/production/test_container.py installs the same set, from the same COPY lines, in a
 # fresh venv and serves from it: the stand-in for `docker build` where no runtime exists.
 #

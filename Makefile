@@ -3,18 +3,26 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# `make run` needs only the runtime set; tests and lint add their extras on top.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+STAMP         := $(VENV)/.installed
 
-.PHONY: run test e2e bench bench-quick clean
+.PHONY: run test lint e2e bench bench-quick clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,socks]'
+
+$(RUNTIME_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e .
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): pyproject.toml $(RUNTIME_STAMP)
+	$(PY) -m pip install --quiet -e '.[test,lint,socks]'
 	touch $(STAMP)
 
 # No key and no upstream configured: serve against the built-in Kimi simulator.
-run: $(STAMP)
+run: $(RUNTIME_STAMP)
 	@if [ -z "$$ZENMUX_API_KEY" ] && [ -z "$$MOONSHOT_BASE_URL" ] && [ -z "$$RAWPROXY_UPSTREAM" ]; then \
 		exec $(PY) -m rawproxy --simulator; \
 	else \
@@ -23,6 +31,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# ruff (E, F, W, I, B, UP) and mypy (check_untyped_defs), as configured in pyproject.toml.
+lint: $(STAMP)
+	$(PY) -m ruff check rawproxy tests bench
+	$(PY) -m mypy
 
 CLAUDE_DIR := .cache/claude-code
 

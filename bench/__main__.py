@@ -13,6 +13,7 @@ import os
 import resource
 import shutil
 import sys
+import tempfile
 import time
 
 from . import deps, load, report, systems
@@ -74,7 +75,7 @@ class Bench:
 
     def run_system(self, s: systems.System) -> dict:
         c = self.cfg
-        out = {"label": s.label, "cmd": s.cmd, "rows": {}, "cold_start_s": [], "pinned_core": self.cores["system"]}
+        out = {"label": s.label, "cmd": _portable(s.cmd), "rows": {}, "cold_start_s": [], "pinned_core": self.cores["system"]}
         if s.cmd is not None:
             out["cold_start_s"].append(s.start(self.cores["system"]))
             time.sleep(0.5)
@@ -111,6 +112,15 @@ class Bench:
         time.sleep(1.0)
         return {"streams": n, "open": r["streams_started"], "rss": r["held"], "errors": r["errors"],
                 "last_error": r["last_error"]}
+
+
+def _portable(cmd: list[str] | None) -> list[str] | None:
+    """A command as the report records it: paths inside the checkout relative to it, and
+    temporary folders named as such, so a report says nothing of the machine it ran on."""
+    if cmd is None:
+        return None
+    root, tmp = str(systems.ROOT) + os.sep, tempfile.gettempdir() + os.sep
+    return [a.replace(root, "").replace(tmp, "$TMPDIR/") for a in cmd]
 
 
 def build_systems(mock: int, quick: bool, notes: dict) -> list[systems.System]:

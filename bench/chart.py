@@ -43,11 +43,15 @@ def panel(x0: float, y0: float, title: str, unit: str, labels: list[str], series
     if log:
         lo, hi = min(vals) / 1.5, max(vals) * 1.3
         ticks = _ticks_log(lo, hi)
-        pos = lambda v: (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * BAR_W
+
+        def pos(v: float) -> float:
+            return (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * BAR_W
     else:
         lo, hi = 0.0, max(vals) * 1.15
         ticks = _ticks_lin(hi)
-        pos = lambda v: v / hi * BAR_W
+
+        def pos(v: float) -> float:
+            return v / hi * BAR_W
     gx, gy = x0 + LABEL_W, y0 + TOP
     height = len(labels) * ROW_H
     for t in ticks:
@@ -72,7 +76,10 @@ def panel(x0: float, y0: float, title: str, unit: str, labels: list[str], series
 
 def svg(rows: dict, subtitle: str) -> str:
     labels = list(rows)
-    col = lambda k: [rows[n].get(k) for n in labels]
+
+    def col(k):
+        return [rows[n].get(k) for n in labels]
+
     panel_h = TOP + len(labels) * ROW_H + 24
     parts = []
     parts += panel(10, 40, "Latency, 1 connection", "ms, log", labels,

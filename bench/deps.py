@@ -96,7 +96,7 @@ def rawproxy_deps() -> list[str]:
 def _du(path: Path) -> int:
     """Bytes used on disk (like du), hard links counted once."""
     seen, total = set(), 0
-    for root, dirs, files in os.walk(path):
+    for root, _dirs, files in os.walk(path):
         for f in files:
             try:
                 st = os.lstat(os.path.join(root, f))

@@ -205,11 +205,11 @@ async def nonstream_own(target: Target, concurrency: int, duration: float, warmu
         run = _NSRun(req, time.monotonic() + secs, measuring)
         t0 = time.perf_counter()
         for _ in range(concurrency):
-            await loop.create_connection(lambda: _NSConn(run), "127.0.0.1", target.port)
+            await loop.create_connection(lambda run=run: _NSConn(run), "127.0.0.1", target.port)
             run.open += 1
         try:
             await asyncio.wait_for(asyncio.shield(run.finished), secs + 15)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             run.errors += 1
             run.last_error = b"timeout: answers still missing 15 s after the deadline"
         elapsed = time.perf_counter() - t0
@@ -353,7 +353,7 @@ async def streams(target: Target, n_streams: int, events: int, rate: float, time
     if hold is not None:
         try:
             await asyncio.wait_for(started.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         held = await hold()
         for c in conns:

@@ -78,7 +78,7 @@ def figures(results: dict) -> tuple[dict, dict]:
                  "st_ttfb_p50": ms(st["ttfb"]["p50"]), "st_ttfb_p99": ms(st["ttfb"]["p99"]),
                  "last_error": r["c1"].get("last_error") or r["c32"].get("last_error") or st.get("last_error")}
             rows[name] = f
-    for name, f in rows.items():   # added figures: this row minus its floor (difference of percentiles)
+    for f in rows.values():   # added figures: this row minus its floor (difference of percentiles)
         floor = rows.get(f["floor"])
         for k in ("c1_p50", "c1_p99", "c32_p50", "c32_p99", "ev_p50", "ev_p99"):
             f["add_" + k] = None if floor is None or f[k] is None or floor[k] is None else f[k] - floor[k]
@@ -152,7 +152,7 @@ def markdown(results: dict, rows: dict, per_system: dict, info: dict) -> tuple[s
                  f"{fmt(f['st_ttfb_p50'])} | {fmt(f['st_ttfb_p99'])} |")
     p = ["| system | processes | idle RSS (MB) | RSS with open streams (MB) | cold start (s) | install size (MB) | "
          "size measured as | other CPU load during its run |", "|---" * 8 + "|"]
-    for key, v in per_system.items():
+    for v in per_system.values():
         if v["processes"] is None:
             continue
         open_ = f" ({v['loaded_open']}/{v['loaded_streams']} open)" if v["loaded_streams"] else ""

@@ -16,7 +16,7 @@ import re
 import secrets
 
 TURN_KEY_LEN = 20
-_PROXY_ID = re.compile(r"^(?:toolu|call)_([a-z0-9]{%d})_(\d+)$" % TURN_KEY_LEN)
+_PROXY_ID = re.compile(rf"^(?:toolu|call)_([a-z0-9]{{{TURN_KEY_LEN}}})_(\d+)$")
 _INVALID = re.compile(r"[^a-zA-Z0-9_-]")
 SIGNATURE_PREFIX = "rawproxy-sig-"
 
@@ -30,7 +30,7 @@ def tool_call_id(turn_key: str, index: int, prefix: str) -> str:
     return f"{prefix}_{turn_key}_{index}"
 
 
-def turn_key_of(tool_call_id: str) -> str | None:
+def turn_key_of(tool_call_id: object) -> str | None:
     m = _PROXY_ID.match(tool_call_id) if isinstance(tool_call_id, str) else None
     return m.group(1) if m else None
 

@@ -8,7 +8,7 @@ streamed event. Each worker process counts for itself; its `/health` names the w
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 # Upstream answers run from milliseconds (errors) to many minutes (long thinking streams).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -113,7 +113,7 @@ class Metrics:
                                "Upstream requests sent again, by what the previous attempt got.", ("reason",))
         self.repairs = Counter("rawproxy_repairs_total", "Kimi repairs applied, by kind.", ("kind",))
         self.open_streams.set(0)
-        self._all = [self.info, self.requests, self.request_seconds, self.streams, self.open_streams,
+        self._all: list[Counter | Histogram] = [self.info, self.requests, self.request_seconds, self.streams, self.open_streams,
                      self.upstream_ttfb, self.upstream_seconds, self.upstream_errors, self.retries, self.repairs]
         self._collectors: list[Callable[[], Iterable[str]]] = []
 

@@ -6,8 +6,9 @@ Kimi repair) only needs the value type and this protocol.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)

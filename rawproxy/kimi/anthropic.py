@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..core.ids import is_proxy_signature, make_signature, turn_key_of
 from ..core.reasoning import Reasoning
-from .policy import policy_for, repair_common, recall_for, restored_reasoning
+from .policy import policy_for, recall_for, repair_common, restored_reasoning
 
 
 def turn_keys_anthropic(body: dict) -> set[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..core.ids import turn_key_of
 from ..core.messages import text_of
 from ..core.reasoning import Reasoning
-from .policy import K3_EFFORT, policy_for, repair_common, recall_for, restored_reasoning
+from .policy import K3_EFFORT, policy_for, recall_for, repair_common, restored_reasoning
 
 
 def turn_keys_openai(body: dict) -> set[str]:

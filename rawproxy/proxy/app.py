@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from .. import __version__
 from ..core.dialects import ANTHROPIC, OPENAI, error_event
@@ -24,7 +24,13 @@ from .models import ModelList
 from .outcome import Outcome
 from .pipeline import Completion
 from .requests import (
-    client_key, dialect_of_path, dialect_of_request, error_response, parse_body, validate_anthropic, validate_openai,
+    client_key,
+    dialect_of_path,
+    dialect_of_request,
+    error_response,
+    parse_body,
+    validate_anthropic,
+    validate_openai,
 )
 
 Handler = Callable[[Request, Outcome], Awaitable[Response]]

@@ -8,7 +8,7 @@ from the bytes.
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from ..core.dialects import Dialect, error_event
 from ..core.errors import UpstreamError

@@ -16,7 +16,7 @@ from typing import Protocol
 import h11
 import trio
 
-from .http import App, ErrorResponder, Request, Response, ServerLimits, StreamAborted, StreamErrorResponder
+from .http import App, BodyStream, ErrorResponder, Request, Response, ServerLimits, StreamAborted, StreamErrorResponder
 
 log = logging.getLogger("rawproxy.server")
 
@@ -122,8 +122,8 @@ class ClientConnection:
             self.idle_scope = scope
             try:
                 event = conn.next_event()
+                head_time = self.limits.header_timeout if timeout is None else timeout
                 if event is h11.NEED_DATA and timeout is None:
-                    timeout = self.limits.header_timeout
                     if not conn.trailing_data[0]:  # nothing of the next request yet
                         if self.server.draining:
                             scope.cancel()
@@ -135,7 +135,7 @@ class ClientConnection:
                             self.resting = False
                         event = conn.next_event()
                 if event is h11.NEED_DATA:
-                    scope.deadline = trio.current_time() + timeout
+                    scope.deadline = trio.current_time() + head_time
                     while event is h11.NEED_DATA:
                         conn.receive_data(await self.stream.receive_some(READ_SIZE))  # b"" marks EOF
                         event = conn.next_event()
@@ -233,7 +233,7 @@ class ClientConnection:
         if self.server.draining:
             response.headers.append((b"connection", b"close"))
         if response.stream is not None:
-            return await self._send_stream(response)
+            return await self._send_stream(response, response.stream)
         try:
             await self._send_simple(response)
         except BROKEN:
@@ -266,13 +266,13 @@ class ClientConnection:
         data += conn.send(h11.EndOfMessage())
         await self.stream.send_all(data)
 
-    async def _send_stream(self, response: Response) -> bool:
-        stream = response.stream
+    async def _send_stream(self, response: Response, stream: BodyStream) -> bool:
         self.streaming = True
         sending = True  # until the head is out, a cut write leaves nothing to add to
         finished = False
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_client, self.request_scope)
+            nursery.start_soon(self._watch_client, nursery.cancel_scope if self.request_scope is None
+                               else self.request_scope)
             # Everything is caught inside the nursery: trio would wrap it in an ExceptionGroup.
             try:
                 await self._send(h11.Response(status_code=response.status, headers=list(response.headers)))

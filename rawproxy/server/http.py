@@ -3,8 +3,9 @@ error-responder signatures, and the limits the server enforces."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 
 @dataclass(slots=True)
@@ -23,6 +24,14 @@ class Request:
         return None
 
 
+class BodyStream(Protocol):
+    """A streamed body: iterated for its chunks, then always closed by the server."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
 @dataclass(slots=True)
 class Response:
     status: int
@@ -31,7 +40,7 @@ class Response:
     # When set the body is ignored and each item is written as it comes; the server
     # closes the iterator (aclose) whether the client stayed or left, even when it never
     # started iterating. Raising StreamAborted ends the connection after what was sent.
-    stream: AsyncIterator[bytes] | None = None
+    stream: BodyStream | None = None
 
 
 class StreamAborted(Exception):

@@ -20,6 +20,7 @@ import errno
 import json
 import logging
 import socket
+
 import trio
 
 from .connection import BROKEN, ClientConnection

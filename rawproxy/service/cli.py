@@ -10,15 +10,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 from .. import __version__
 from ..core.settings import (
-    DEFAULT_KIMI_MODELS, DEFAULT_MODEL_MAP, DEFAULT_UPSTREAM, ConfigError, ModelMap, Settings, infer_format,
+    DEFAULT_KIMI_MODELS,
+    DEFAULT_MODEL_MAP,
+    DEFAULT_UPSTREAM,
+    ConfigError,
+    ModelMap,
+    Settings,
+    infer_format,
 )
 from ..core.urls import is_loopback
 from ..upstream.outbound import resolve_outbound_proxy
+
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}

@@ -124,6 +124,9 @@ class Supervisor:
     def _live(self) -> list[_Worker]:
         return [w for w in self.workers if w.proc is not None]
 
+    def _live_procs(self) -> list[tuple[_Worker, subprocess.Popen]]:
+        return [(w, w.proc) for w in self.workers if w.proc is not None]
+
     # ---------------------------------------------------------------- main loop
 
     def run(self) -> int:
@@ -150,8 +153,8 @@ class Supervisor:
             self._shutdown(selector, rfd)
             return 0
         finally:
-            for w in self._live():  # only on an unexpected error: never leave workers behind
-                w.proc.kill()
+            for _, proc in self._live_procs():  # only on an unexpected error: never leave workers behind
+                proc.kill()
             selector.close()
             signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
@@ -177,9 +180,9 @@ class Supervisor:
         self._stopping = True
         live = self._live()
         log.info("stopping: SIGTERM to %d worker(s), waiting up to %.0fs", len(live), self.grace + KILL_MARGIN)
-        for w in live:
+        for _, proc in self._live_procs():
             try:
-                w.proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
         started = time.monotonic()
@@ -191,10 +194,10 @@ class Supervisor:
                 log.warning("second stop signal: killing the remaining workers now")
                 break
             self._reap()
-        for w in self._live():
-            log.warning("worker %d (pid %d) still running: SIGKILL", w.index, w.proc.pid)
-            w.proc.kill()
-            w.proc.wait()
+        for w, proc in self._live_procs():
+            log.warning("worker %d (pid %d) still running: SIGKILL", w.index, proc.pid)
+            proc.kill()
+            proc.wait()
             w.proc = None
 
 

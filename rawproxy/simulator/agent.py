@@ -11,8 +11,8 @@ that repeat every turn, as Kimi's do (docs/kimi.md section 3).
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,8 +163,10 @@ def sample_value(name: str, schema: Any, agent: "Agent") -> Any:
 def sample_arguments(schema: Any, agent: "Agent") -> dict:
     if not isinstance(schema, dict):
         return {}
-    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
-    required = schema.get("required") if isinstance(schema.get("required"), list) else []
+    props = schema.get("properties")
+    props = props if isinstance(props, dict) else {}
+    required = schema.get("required")
+    required = required if isinstance(required, list) else []
     return {name: sample_value(name, props.get(name), agent) for name in required}
 
 

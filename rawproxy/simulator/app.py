@@ -24,10 +24,15 @@ import trio
 from ..server.http import EVENT_STREAM, Request, Response, json_response
 from . import render
 from .agent import Agent, conversation_anthropic, conversation_openai
-from .faults import HEADER as FAULT_HEADER, FaultBook, body_fault, paced, parse_fault, split_body
+from .faults import HEADER as FAULT_HEADER
+from .faults import FaultBook, body_fault, paced, parse_fault, split_body
 from .models import KNOWN_MODELS, family_of
 from .rules import (
-    SimError, check_anthropic, check_common, check_openai, parse_json,
+    SimError,
+    check_anthropic,
+    check_common,
+    check_openai,
+    parse_json,
     thinking_requested,
 )
 
@@ -116,6 +121,7 @@ class SimulatorApp:
         if err:
             return self._error("openai", err)
         family = family_of(body["model"])
+        assert family is not None  # the checks above refuse a model of no known family
         thinking = family.thinking_on(thinking_requested(body))
         answer = self.agent.answer(conversation_openai(body, thinking))
         usage = render.usage_for(len(request.body), answer, len(body["messages"]))
@@ -135,6 +141,7 @@ class SimulatorApp:
         if err:
             return self._error("anthropic", err)
         family = family_of(body["model"])
+        assert family is not None  # the checks above refuse a model of no known family
         thinking = family.thinking_on(thinking_requested(body))
         answer = self.agent.answer(conversation_anthropic(body, thinking))
         usage = render.usage_for(len(request.body), answer, len(body["messages"]))
@@ -156,7 +163,7 @@ class SimulatorApp:
 
     async def _models(self, request: Request, fault) -> Response:
         if request.header(b"anthropic-version") or request.header(b"x-api-key"):
-            data = [{"type": "model", "id": m, "display_name": m, "created_at": "2026-01-01T00:00:00Z"} for m in KNOWN_MODELS]
+            data: list[dict[str, Any]] = [{"type": "model", "id": m, "display_name": m, "created_at": "2026-01-01T00:00:00Z"} for m in KNOWN_MODELS]
             doc: dict[str, Any] = {"data": data, "has_more": False, "first_id": KNOWN_MODELS[0], "last_id": KNOWN_MODELS[-1]}
         else:
             data = [{"id": m, "object": "model", "created": 1767225600, "owned_by": "moonshot"} for m in KNOWN_MODELS]
@@ -197,10 +204,11 @@ class SimulatorApp:
         auth = request.header(b"authorization") or b""
         if auth[:7].lower() == b"bearer ":
             keys.append(auth[7:].strip())
-        if dialect == "anthropic" and request.header(b"x-api-key"):
-            keys.append(request.header(b"x-api-key").strip())
-        keys = [k.decode("latin-1") for k in keys if k]
-        return bool(keys) and (self.api_key is None or self.api_key in keys)
+        x_api_key = request.header(b"x-api-key")
+        if dialect == "anthropic" and x_api_key:
+            keys.append(x_api_key.strip())
+        presented = [k.decode("latin-1") for k in keys if k]
+        return bool(presented) and (self.api_key is None or self.api_key in presented)
 
     def _record(self, request: Request, dialect: str) -> dict:
         headers = {}

@@ -12,8 +12,8 @@ For a non-streamed answer, reset and stall act half-way through the body.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterable
 
 import trio
 
@@ -79,7 +79,7 @@ class FaultBook:
         self._seen.clear()
 
 
-async def paced(items: Iterable[bytes], fault: Fault | None, delay: float) -> AsyncIterator[bytes]:
+async def paced(items: Iterable[bytes], fault: Fault | None, delay: float) -> AsyncGenerator[bytes, None]:
     """Yield one SSE event (or body part) per item, applying a stream fault."""
     for i, item in enumerate(items):
         if fault is not None:

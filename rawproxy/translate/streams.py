@@ -10,8 +10,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-StreamEnding = Literal["complete", "failed"]
-
 from ..core.errors import anthropic_type_for, openai_type_for
 from ..core.ids import make_signature, new_turn_key, sanitize_tool_id, tool_call_id
 from ..core.messages import reasoning_of
@@ -25,6 +23,7 @@ from .responses import (
     stop_reason,
 )
 
+StreamEnding = Literal["complete", "failed"]
 CUT_MESSAGE = "upstream stream ended before the response was complete"
 
 
@@ -176,7 +175,7 @@ class OpenAIToAnthropicStream:
         self._started = True
         usage = anthropic_usage(chunk.get("usage"))
         usage["output_tokens"] = 0
-        message = {
+        message: dict[str, Any] = {
             "id": message_id(chunk.get("id")), "type": "message", "role": "assistant", "model": self.model,
             "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage,
         }
@@ -312,7 +311,7 @@ class AnthropicToOpenAIStream:
         self._created = int(time.time())
         self._started = False
         self._done = False
-        self._blocks: dict[int, _Block] = {}
+        self._blocks: dict[Any, _Block] = {}  # keyed by the index the upstream sent
         self._tools = 0
         self._said = {"text": False, "thinking": False}  # a block of this kind had text
         self._finish = "stop"
@@ -329,18 +328,21 @@ class AnthropicToOpenAIStream:
             return self._fail("server_error", "upstream sent a malformed stream event")
         kind = data.get("type") or event.event
         if kind == "error":
-            err = data.get("error") if isinstance(data.get("error"), dict) else {"message": data.get("error")}
-            err_type = err.get("type") or "server_error"
-            message = str(err.get("message") or "upstream error")
-            return self._fail(openai_type_for(err_type), message)
+            err = data.get("error")
+            if not isinstance(err, dict):
+                err = {"message": err}
+            err_type = err.get("type")
+            text = str(err.get("message") or "upstream error")
+            return self._fail(openai_type_for(err_type if isinstance(err_type, str) else "server_error"), text)
         if kind in (None, "ping"):
             return []
         out = []
         if not self._started:
-            message = (data.get("message") or {}) if kind == "message_start" else {}
+            start = data.get("message") if kind == "message_start" else None
+            start = start if isinstance(start, dict) else {}
             self._started = True
-            self._id = completion_id(message.get("id"))
-            self._take_usage(message.get("usage"))
+            self._id = completion_id(start.get("id"))
+            self._take_usage(start.get("usage"))
             out.append(self._chunk({"role": "assistant"}))
         if kind == "content_block_start":
             out += self._block_start(data.get("index"), data.get("content_block") or {})

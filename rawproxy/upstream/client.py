@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 import httpcore
 import trio

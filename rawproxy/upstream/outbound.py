@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
 import httpcore
@@ -87,9 +87,9 @@ def resolve_outbound_proxy(flag: str | None, upstream: str, env: Mapping[str, st
     if proxy.scheme not in ("http", "https", "socks5", "socks5h") or not proxy.hostname:
         raise ConfigError(f"outbound proxy must be http://, https:// or socks5://host:port, not {proxy.scheme}://...")
     try:
-        proxy.port
+        _ = proxy.port  # urlsplit checks the port only when asked
     except ValueError:
         raise ConfigError("outbound proxy has an invalid port") from None
     if proxy.scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
-        raise ConfigError("a socks5 outbound proxy needs the socksio package: pip install 'rawproxy[socks]'")
+        raise ConfigError("a socks5 outbound proxy needs the socksio package (pip install socksio)")
     return url

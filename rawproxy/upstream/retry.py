@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Callable
 
 # Statuses that mean "not now" rather than "no": rate limits, overload and relay hiccups.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 529})

@@ -112,8 +112,9 @@ def test_unreachable_upstream_is_a_502_naming_it(simulator, tmp_path):
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
     port = free_port()
-    from ..conftest import Process, wait_http
     import sys
+
+    from ..conftest import Process, wait_http
 
     proc = Process([sys.executable, "-m", "rawproxy", "--port", str(port), "--upstream", f"http://127.0.0.1:{dead}/v1",
                     "--api-key", UPSTREAM_KEY], str(tmp_path / "p.log"))

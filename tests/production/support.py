@@ -99,7 +99,7 @@ def read_until_closed(sock: socket.socket, limit: float = 10.0) -> bytes:
     while time.monotonic() < deadline:
         try:
             data = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except ConnectionResetError:
             break

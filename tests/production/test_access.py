@@ -18,7 +18,13 @@ import pytest
 
 from ..conftest import ROOT, UPSTREAM_KEY, free_port
 from .support import (
-    ANTHROPIC_BODY, ENV_WITHOUT_PROXIES, OPENAI_BODY, fsim, proxies, sim, start_raw_proxy,
+    ANTHROPIC_BODY,
+    ENV_WITHOUT_PROXIES,
+    OPENAI_BODY,
+    fsim,
+    proxies,
+    sim,
+    start_raw_proxy,
 )
 
 _ = (fsim, sim, proxies)  # fixtures

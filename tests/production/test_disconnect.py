@@ -47,7 +47,7 @@ class SilentUpstream:
             try:
                 while conn.recv(65536):
                     pass
-            except (socket.timeout, ConnectionResetError):
+            except (TimeoutError, ConnectionResetError):
                 pass
             self.closed_at = time.monotonic()
 

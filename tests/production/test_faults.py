@@ -14,8 +14,19 @@ import pytest
 
 from ..conftest import free_port
 from .support import (
-    ANTHROPIC_BODY, OPENAI_BODY, connect, dechunk, fsim, health_ok, metric, proxies, raw_request,
-    read_until_closed, sim, split_response, start_raw_proxy,
+    ANTHROPIC_BODY,
+    OPENAI_BODY,
+    connect,
+    dechunk,
+    fsim,
+    health_ok,
+    metric,
+    proxies,
+    raw_request,
+    read_until_closed,
+    sim,
+    split_response,
+    start_raw_proxy,
 )
 
 _ = (fsim, sim, proxies)  # fixtures

@@ -10,7 +10,15 @@ import httpx
 import pytest
 
 from .support import (
-    ANTHROPIC_BODY, OPENAI_BODY, connect, fsim, health_ok, proxies, raw_request, read_until_closed, sim,
+    ANTHROPIC_BODY,
+    OPENAI_BODY,
+    connect,
+    fsim,
+    health_ok,
+    proxies,
+    raw_request,
+    read_until_closed,
+    sim,
     split_response,
 )
 

@@ -81,3 +81,37 @@ def test_metrics_health_and_json_access_log(sim, proxies):
     assert stream["stream"] == "complete" and stream["route"] == "/v1/chat/completions"
     assert all(isinstance(a["duration_ms"], float) and "upstream_status" in a and "repairs" in a for a in access)
     assert any("sampling_dropped" in a["repairs"] for a in access)
+
+
+def test_start_up_messages_follow_the_log_format(tmp_path):
+    """Under --log-format json every line the process writes, start-up included, is JSON."""
+    import sys
+
+    from ..conftest import Process, free_port, wait_http
+
+    port = free_port()
+    proc = Process([sys.executable, "-m", "rawproxy", "--simulator", "--port", str(port), "--log-format", "json"],
+                   str(tmp_path / "proxy.log"), env=ENV_WITHOUT_PROXIES)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc.proc)
+        httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=OPENAI_BODY,
+                   headers={"authorization": "Bearer any"})
+        lines = eventually(lambda: len(proc.output().splitlines()) >= 3) and proc.output().splitlines()
+    finally:
+        proc.stop()
+    docs = [json.loads(line) for line in lines]  # a plain-text line fails here
+    messages = " | ".join(d["msg"] for d in docs)
+    assert "serving against the built-in Kimi simulator" in messages
+    assert any(d.get("event") == "listening" and d.get("port") == port for d in docs), messages
+
+
+def test_help_names_the_command_it_was_invoked_by():
+    import subprocess
+    import sys
+
+    from rawproxy.service.cli import program_name
+
+    out = subprocess.run([sys.executable, "-m", "rawproxy", "--help"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("usage: python -m rawproxy ")
+    assert program_name("/usr/local/bin/rawproxy") == "rawproxy"
+    assert program_name("/venv/lib/python3.11/site-packages/rawproxy/__main__.py") == "python -m rawproxy"

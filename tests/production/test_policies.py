@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from rawproxy.core.settings import ConfigError
-from rawproxy.service.cli import load_settings
 from rawproxy.core.errors import redact
 from rawproxy.core.metrics import Counter, Histogram, Metrics
+from rawproxy.core.settings import ConfigError
+from rawproxy.service.cli import load_settings
 from rawproxy.upstream.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
 
 

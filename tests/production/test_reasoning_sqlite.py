@@ -9,9 +9,9 @@ import stat
 import pytest
 import trio
 
+from rawproxy.core.reasoning import Reasoning, entry_size
 from rawproxy.core.settings import ConfigError
 from rawproxy.service.cli import load_settings
-from rawproxy.core.reasoning import Reasoning, entry_size
 from rawproxy.store import MemoryReasoningStore, open_store
 from rawproxy.store.sqlite import SQLiteReasoningStore
 

@@ -12,7 +12,15 @@ import time
 import pytest
 
 from .support import (
-    ANTHROPIC_BODY, OPENAI_BODY, connect, dechunk, fsim, proxies, raw_request, read_until_closed, sim,
+    ANTHROPIC_BODY,
+    OPENAI_BODY,
+    connect,
+    dechunk,
+    fsim,
+    proxies,
+    raw_request,
+    read_until_closed,
+    sim,
     split_response,
 )
 

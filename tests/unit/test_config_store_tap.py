@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from rawproxy.core.settings import ConfigError, ModelMap, infer_format, upstream_url
-from rawproxy.service.cli import load_settings
-from rawproxy.core.ids import sanitize_tool_id, tool_call_id, turn_key_of, new_turn_key
+from rawproxy.core.ids import new_turn_key, sanitize_tool_id, tool_call_id, turn_key_of
 from rawproxy.core.reasoning import Reasoning
-from rawproxy.store import MemoryReasoningStore
+from rawproxy.core.settings import ConfigError, ModelMap, infer_format, upstream_url
 from rawproxy.core.sse import SSEParser, encode_event
 from rawproxy.core.tap import AnthropicTap, OpenAITap
+from rawproxy.service.cli import load_settings
+from rawproxy.store import MemoryReasoningStore
 
 
 def test_seed_environment_names_still_work():

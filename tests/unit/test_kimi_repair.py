@@ -6,8 +6,8 @@ import pytest
 
 from rawproxy.core.errors import ClientError
 from rawproxy.core.ids import is_proxy_signature, tool_call_id
-from rawproxy.kimi import policy_for, repair_anthropic, repair_openai, turn_keys_anthropic, turn_keys_openai
 from rawproxy.core.reasoning import Reasoning
+from rawproxy.kimi import policy_for, repair_anthropic, repair_openai, turn_keys_anthropic, turn_keys_openai
 
 KEY = "a" * 20
 CALL_ID = tool_call_id(KEY, 0, "call")

@@ -14,10 +14,10 @@ import openai
 import pytest
 import trio
 
+from rawproxy.core.sse import SSEParser
 from rawproxy.server.http import Request
 from rawproxy.simulator import SimulatedReset, SimulatorApp, check_anthropic, check_openai
 from rawproxy.simulator.models import family_of
-from rawproxy.core.sse import SSEParser
 
 from ..conftest import CLAUDE_CODE_FIXTURES
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from rawproxy.core.errors import ClientError
 from rawproxy.core.ids import make_signature, sanitize_tool_id, tool_call_id
 from rawproxy.translate import anthropic_to_openai_response, openai_to_anthropic_response
-from tests.unit.translate_strategies import TURN, anthropic_answers, anthropic_body, answers, openai_body
+from tests.unit.translate_strategies import TURN, answers, anthropic_answers, anthropic_body, openai_body
 
 
 def kimi_body(message: dict, finish: str = "stop", usage: dict | None = None, **choice) -> dict:

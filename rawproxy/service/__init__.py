@@ -1,0 +1,2 @@
+"""Running rawproxy: the command line (`cli`), serving and signals (`run`), logging
+(`logs`), the worker supervisor (`supervisor`). The top layer: may import any other."""
