@@ -33,19 +33,18 @@ def repair_common(body: dict, repairs: list[str]) -> None:
 class ModelPolicy:
     family: str
     can_disable_thinking: bool   # k2.7-code, k2-thinking and the coding endpoint always think
-    has_thinking_field: bool     # k3 has no `thinking` field
-    takes_reasoning_effort: bool  # k3 takes low|high|max; k2.x rejects it beside thinking
+    has_thinking_field: bool     # k3 has no `thinking` field (and takes reasoning_effort instead)
 
 
 def policy_for(model: str) -> ModelPolicy:
     name = model.lower()
     if "k3" in name:
-        return ModelPolicy("k3", False, False, True)
+        return ModelPolicy("k3", False, False)
     if "k2.7" in name or "k2-7" in name or "k2p7" in name:
-        return ModelPolicy("k2.7-code", False, True, False)
+        return ModelPolicy("k2.7-code", False, True)
     if "k2-thinking" in name or "kimi-for-coding" in name or "k2p5" in name:
-        return ModelPolicy("always-thinking", False, True, False)
-    return ModelPolicy("k2", True, True, False)
+        return ModelPolicy("always-thinking", False, True)
+    return ModelPolicy("k2", True, True)
 
 
 def recall_for(ids: list[str], recalled: dict[str, Reasoning]) -> tuple[str | None, Reasoning | None]:
