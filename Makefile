@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP         := $(VENV)/.installed
 
-.PHONY: run test lint e2e bench bench-quick clean
+.PHONY: run test lint e2e bench bench-quick clean redis-server
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(RUNTIME_STAMP): pyproject.toml | $(VENV)/bin/python
 	touch $(RUNTIME_STAMP)
 
 $(STAMP): pyproject.toml $(RUNTIME_STAMP)
-	$(PY) -m pip install --quiet -e '.[test,lint,socks]'
+	$(PY) -m pip install --quiet -e '.[test,lint,socks,redis]'
 	touch $(STAMP)
 
 # No key and no upstream configured: serve against the built-in Kimi simulator.
@@ -29,8 +29,16 @@ run: $(RUNTIME_STAMP)
 		exec $(PY) -m rawproxy; \
 	fi
 
-test: $(STAMP)
+test: $(STAMP) redis-server
 	$(PY) -m pytest -q
+
+# The Redis store's tests start redis-server and redis-cli of their own (free loopback
+# ports, no persistence): Debian's package, installed once when either is missing.
+redis-server:
+	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { \
+		echo "installing Debian's redis-server package for the Redis store tests"; \
+		if [ "$$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq redis-server >/dev/null; }
 
 # ruff (E, F, W, I, B, UP) and mypy (check_untyped_defs), as configured in pyproject.toml.
 lint: $(STAMP)
@@ -38,10 +46,13 @@ lint: $(STAMP)
 	$(PY) -m mypy
 
 CLAUDE_DIR := .cache/claude-code
+CODEX_DIR  := .cache/codex
 
-# Opt-in: installs Claude Code from npm into a cache directory and runs it headless.
+# Opt-in: installs Claude Code and Codex CLI from npm into a cache directory and runs each
+# headless through the proxy against the simulator.
 e2e: $(STAMP)
 	@test -x $(CLAUDE_DIR)/node_modules/.bin/claude || npm install --prefix $(CLAUDE_DIR) --no-fund --no-audit @anthropic-ai/claude-code
+	@test -x $(CODEX_DIR)/node_modules/.bin/codex || npm install --prefix $(CODEX_DIR) --no-fund --no-audit @openai/codex
 	$(PY) -m pytest -q -s -m e2e tests/e2e
 
 bench: $(STAMP)

@@ -3,6 +3,7 @@
 SSE framing (`sse`), ids and signatures (`ids`), errors and their shapes per dialect
 (`errors`, `dialects`), settings as one frozen object (`settings`), the tap that keys each
 tool-call turn (`tap`), remembered reasoning and the store protocol (`reasoning`),
-message-field readers (`messages`), URL display (`urls`), metric primitives (`metrics`).
+message-field readers (`messages`), URL display (`urls`), metric primitives (`metrics`),
+strict reading of the JSON clients send (`client_json`).
 Imports nothing else of rawproxy.
 """

@@ -113,13 +113,23 @@ def openai_error(status: int, message: str, type_: str | None = None, code: str 
     ).encode()
 
 
-def upstream_error_message(body: bytes) -> str:
-    """The message of an upstream error body in any shape relays use, else its text."""
+# The longest upstream error message relayed to a client, in characters.
+MESSAGE_LIMIT = 2000
+
+
+def upstream_error_message(body: bytes, secrets: tuple[str, ...] = ()) -> str:
+    """The message of an upstream error body in any shape relays use, else its text;
+    `secrets` redacted, then cut to MESSAGE_LIMIT (in that order: a cut made first could
+    leave the start of a secret that redaction no longer recognises)."""
+    return redact(_error_text(body), *secrets)[:MESSAGE_LIMIT]
+
+
+def _error_text(body: bytes) -> str:
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         text = body.decode("utf-8", "replace").strip()
-        return text[:2000] or "upstream returned an empty error body"
+        return text or "upstream returned an empty error body"
     if isinstance(doc, dict):
         err = doc.get("error")
         if isinstance(err, dict) and isinstance(err.get("message"), str):
@@ -130,7 +140,7 @@ def upstream_error_message(body: bytes) -> str:
             return doc["message"]
         if isinstance(doc.get("detail"), str):
             return doc["detail"]
-    return json.dumps(doc)[:2000]
+    return json.dumps(doc)
 
 
 def redact(text: str, *secrets: str) -> str:
@@ -140,3 +150,13 @@ def redact(text: str, *secrets: str) -> str:
         if secret and secret in text:
             text = text.replace(secret, "<redacted>")
     return text
+
+
+def redact_bytes(data: bytes, secrets: tuple[str, ...]) -> bytes:
+    """`data` (JSON or SSE bytes on their way to a client) with every secret replaced.
+    The replacement holds no quote or backslash, so JSON stays JSON."""
+    for secret in secrets:
+        raw = secret.encode()
+        if raw and raw in data:
+            data = data.replace(raw, b"<redacted>")
+    return data

@@ -2,7 +2,10 @@
 
 Hand-written so the runtime needs no client library. Recording is a dict update (a
 counter) or a bisect plus two updates (a histogram), done per request, never per
-streamed event. Each worker process counts for itself; its `/health` names the worker.
+streamed event. Each worker process counts for itself; a scrape under --workers merges
+every worker's `snapshot()` (`render(peers)`): counters and histograms add up, and a
+figure that belongs to one process (open streams, whether its store answers) keeps a
+`worker` label. Merging happens at scrape time only: recording costs the same.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ def _number(value: float) -> str:
 class Counter:
     kind = "counter"
 
-    def __init__(self, name: str, help: str, labels: tuple[str, ...] = ()) -> None:
+    def __init__(self, name: str, help: str, labels: tuple[str, ...] = (), *, per_worker: bool = False) -> None:
         self.name, self.help, self.label_names = name, help, labels
+        self.per_worker = per_worker  # merged across workers with a worker label, not summed
         self.values: dict[tuple[str, ...], float] = {}
 
     def inc(self, *labels: str, by: float = 1.0) -> None:
@@ -45,6 +49,16 @@ class Counter:
     def samples(self) -> Iterable[str]:
         for labels, value in sorted(self.values.items()):
             yield f"{self.name}{_labels(self.label_names, labels)} {_number(value)}"
+
+    def snapshot(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "help": self.help, "labels": list(self.label_names),
+                "per_worker": self.per_worker, "values": [[list(k), v] for k, v in self.values.items()]}
+
+    def absorb(self, values: list, extra: tuple[str, ...] = ()) -> None:
+        """Adds a snapshot's values (another worker's), each label set extended by `extra`."""
+        for labels, value in values:
+            key = (*labels, *extra)
+            self.values[key] = self.values.get(key, 0.0) + float(value)
 
 
 class Gauge(Counter):
@@ -59,6 +73,8 @@ class Gauge(Counter):
 
 class Histogram:
     kind = "histogram"
+
+    per_worker = False
 
     def __init__(self, name: str, help: str, buckets: tuple[float, ...] = LATENCY_BUCKETS,
                  labels: tuple[str, ...] = ()) -> None:
@@ -87,12 +103,80 @@ class Histogram:
             yield f"{self.name}_sum{_labels(self.label_names, labels)} {_number(total[0])}"
             yield f"{self.name}_count{_labels(self.label_names, labels)} {running}"
 
+    def snapshot(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "help": self.help, "labels": list(self.label_names),
+                "buckets": list(self.buckets), "values": [[list(k), c, t[0]] for k, (c, t) in self.values.items()]}
+
+    def absorb(self, values: list, extra: tuple[str, ...] = ()) -> None:
+        for labels, counts, total in values:
+            if len(counts) != len(self.buckets) + 1:
+                continue  # another version's buckets: not addable
+            key = (*labels, *extra)
+            entry = self.values.get(key)
+            if entry is None:
+                entry = self.values[key] = ([0] * (len(self.buckets) + 1), [0.0])
+            for i, count in enumerate(counts):
+                entry[0][i] += int(count)
+            entry[1][0] += float(total)
+
+
+Family = Counter | Histogram
+
+
+def _family_from(doc: dict, label_worker: bool) -> Family:
+    """An empty family shaped like a snapshot's, a `worker` label added when it is per worker."""
+    labels = tuple(doc["labels"])
+    if label_worker and "worker" not in labels:
+        labels = (*labels, "worker")
+    if doc["kind"] == "histogram":
+        return Histogram(doc["name"], doc["help"], tuple(doc["buckets"]), labels)
+    family = Gauge(doc["name"], doc["help"], labels) if doc["kind"] == "gauge" else Counter(doc["name"], doc["help"], labels)
+    family.per_worker = bool(doc.get("per_worker"))
+    return family
+
+
+def merge_snapshots(snapshots: Iterable[dict]) -> list[Family]:
+    """Several workers' snapshots as one set of families: counters and histograms added up,
+    per-worker figures kept apart by a `worker` label. A family whose shape differs between
+    workers (a rolling upgrade changed it) takes the first worker's shape; the others'
+    samples of it are left out rather than mislabelled."""
+    merged: dict[str, Family] = {}
+    shapes: dict[str, tuple] = {}
+    for snap in snapshots:
+        worker = str(snap.get("worker", ""))
+        for doc in snap.get("families", ()):
+            try:
+                per_worker = bool(doc.get("per_worker"))
+                shape = (doc["kind"], tuple(doc["labels"]), per_worker, tuple(doc.get("buckets", ())))
+                family = merged.get(doc["name"])
+                if family is None:
+                    family = merged[doc["name"]] = _family_from(doc, per_worker)
+                    shapes[doc["name"]] = shape
+                elif shapes[doc["name"]] != shape:
+                    continue
+                extra = (worker,) if per_worker and "worker" not in doc["labels"] else ()
+                family.absorb(doc["values"], extra)
+            except (KeyError, TypeError, ValueError):
+                continue  # a family this version cannot read: left out, never the whole scrape
+    return list(merged.values())
+
+
+def _exposition(families: Iterable[Family]) -> bytes:
+    lines: list[str] = []
+    for metric in families:
+        lines.append(f"# HELP {metric.name} {metric.help}")
+        lines.append(f"# TYPE {metric.name} {metric.kind}")
+        lines.extend(metric.samples())
+    return ("\n".join(lines) + "\n").encode()
+
 
 class Metrics:
     """Everything the proxy records; one instance per process."""
 
     def __init__(self, *, version: str = "", worker: str = "") -> None:
-        self.info = Gauge("rawproxy_info", "Version and worker of this process.", ("version", "worker"))
+        self.worker = worker
+        self.info = Gauge("rawproxy_info", "Version and worker of this process.", ("version", "worker"),
+                          per_worker=True)
         self.info.set(1, version, worker)
         self.requests = Counter("rawproxy_requests_total", "Requests answered, by route and status.",
                                 ("route", "status"))
@@ -102,49 +186,72 @@ class Metrics:
                                "Streamed answers by how they ended: complete, error (the client got an "
                                "error event) or cancelled (the client left or the proxy cut it).",
                                ("route", "result"))
-        self.open_streams = Gauge("rawproxy_open_streams", "Streams being relayed now.")
+        self.open_streams = Gauge("rawproxy_open_streams", "Streams being relayed now.", per_worker=True)
         self.upstream_ttfb = Histogram("rawproxy_upstream_ttfb_seconds",
                                        "Time from sending a request upstream to its response head.")
         self.upstream_seconds = Histogram("rawproxy_upstream_duration_seconds",
                                           "Time from sending a request upstream to the end of its answer.")
         self.upstream_errors = Counter("rawproxy_upstream_errors_total",
-                                       "Upstream requests that failed without an answer, by kind.", ("kind",))
+                                       "Upstream requests that failed, by kind: no answer (connect, timeout, "
+                                       "network, ...) or one the proxy could not use (malformed, "
+                                       "event_too_large, redirect).", ("kind",))
         self.retries = Counter("rawproxy_upstream_retries_total",
                                "Upstream requests sent again, by what the previous attempt got.", ("reason",))
         self.repairs = Counter("rawproxy_repairs_total", "Kimi repairs applied, by kind.", ("kind",))
         self.open_streams.set(0)
         self._all: list[Counter | Histogram] = [self.info, self.requests, self.request_seconds, self.streams, self.open_streams,
                      self.upstream_ttfb, self.upstream_seconds, self.upstream_errors, self.retries, self.repairs]
-        self._collectors: list[Callable[[], Iterable[str]]] = []
+        self._collectors: list[Callable[[], Iterable[Family]]] = []
 
-    def add_collector(self, collect: Callable[[], Iterable[str]]) -> None:
-        """A callable that yields finished exposition lines at scrape time (store counters)."""
+    def add_collector(self, collect: Callable[[], Iterable[Family]]) -> None:
+        """A callable that builds families at scrape time from figures kept elsewhere (store counters)."""
         self._collectors.append(collect)
 
-    def render(self) -> bytes:
-        lines: list[str] = []
-        for metric in self._all:
-            lines.append(f"# HELP {metric.name} {metric.help}")
-            lines.append(f"# TYPE {metric.name} {metric.kind}")
-            lines.extend(metric.samples())
+    def _families(self) -> list[Family]:
+        families: list[Family] = list(self._all)
         for collect in self._collectors:
-            lines.extend(collect())
-        return ("\n".join(lines) + "\n").encode()
+            families.extend(collect())
+        return families
+
+    def snapshot(self) -> dict:
+        """This process's figures as JSON-ready data, for a peer worker's scrape to merge."""
+        return {"worker": self.worker, "families": [f.snapshot() for f in self._families()]}
+
+    def render(self, peers: Iterable[dict] | None = None) -> bytes:
+        """This process's figures; with `peers` (the other workers' snapshots) one set of
+        totals for all of them (`merge_snapshots`)."""
+        if peers is None:
+            return _exposition(self._families())
+        return _exposition(merge_snapshots([self.snapshot(), *peers]))
 
 
-def store_collector(store) -> Callable[[], Iterable[str]]:
-    """Reasoning-store hits and misses, read from the store's own counters at scrape time."""
+def store_collector(store) -> Callable[[], Iterable[Family]]:
+    """Reasoning-store counters, read from the store (or its keeper) at scrape time; a
+    counter the object does not keep is left out. `rawproxy_reasoning_store_up` says
+    whether this process's store answers (1) or is in an outage (0)."""
 
-    def collect() -> Iterable[str]:
+    def collect() -> Iterable[Family]:
         for name, attr, help in (
             ("rawproxy_reasoning_hits_total", "hits", "Replayed tool-call turns whose reasoning the store had."),
             ("rawproxy_reasoning_misses_total", "misses", "Replayed tool-call turns whose reasoning the store lacked."),
+            ("rawproxy_reasoning_dropped_total", "dropped",
+             "Tool-call turns not remembered: the write queue was full (a slow or locked store)."),
+            ("rawproxy_reasoning_recall_timeouts_total", "recall_timeouts",
+             "Recalls that gave up waiting for the store; the request went on with the fallback."),
+            ("rawproxy_reasoning_store_errors_total", "errors",
+             "Reads and writes the reasoning store failed; requests went on without it."),
         ):
             value = getattr(store, attr, None)
             if value is None:
                 continue
-            yield f"# HELP {name} {help}"
-            yield f"# TYPE {name} counter"
-            yield f"{name} {_number(float(value))}"
+            counter = Counter(name, help)
+            counter.values[()] = float(value)
+            yield counter
+        outage = getattr(store, "outage", None)
+        if outage is not None:
+            up = Gauge("rawproxy_reasoning_store_up",
+                       "1 while this process's reasoning store answers, 0 during an outage.", per_worker=True)
+            up.set(0.0 if outage.down else 1.0)
+            yield up
 
     return collect

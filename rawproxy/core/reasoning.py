@@ -29,10 +29,15 @@ class ReasoningStore(Protocol):
     """Where reasoning is remembered under a turn key, bounded and expiring.
 
     `hits` and `misses` count replayed turns found and not found (read by /metrics).
+    A store may raise when it fails: the proxy reaches it through `store.keeper`, which
+    turns a failure into a request without the reasoning.
     """
 
-    hits: int
-    misses: int
+    @property
+    def hits(self) -> int: ...
+
+    @property
+    def misses(self) -> int: ...
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Reasoning]: ...
 

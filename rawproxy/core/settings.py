@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .dialects import UpstreamFormat
+from .sse import DEFAULT_MAX_EVENT_BYTES
 
 DEFAULT_UPSTREAM = "https://zenmux.ai/api/anthropic"
 DEFAULT_MODEL_MAP = "claude-*=kimi-k2.5"
@@ -58,16 +59,26 @@ class Settings:
     # Reasoning store: bounded in bytes, entries expire.
     store_max_bytes: int = 64 * 1024 * 1024
     store_ttl: float = 24 * 3600.0
-    # "memory" (one process) or "sqlite:PATH" (shared by workers, kept across restarts).
-    store: str = "memory"
+    # "memory" (one process), "sqlite:PATH" (shared by workers, kept across restarts) or a
+    # Redis URL (shared by replicas; it may carry a password, so it is never in a repr).
+    store: str = field(default="memory", repr=False)
     store_default: bool = False  # store was chosen for --workers > 1, not named by the user
     # Processes accepting on one port; worker_id is set in each worker a supervisor starts.
     workers: int = 1
     worker_id: int | None = None
+    # The supervisor's private folder where workers answer each other's metrics scrapes.
+    worker_dir: str = ""
     # Limits and timeouts (seconds).
     max_body_bytes: int = 32 * 1024 * 1024
     max_header_bytes: int = 64 * 1024
+    # One upstream stream event (a whole tool call's arguments can be megabytes); past it
+    # the client gets an error event instead of the proxy buffering without end.
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     header_timeout: float = 30.0
+    body_timeout: float = 60.0        # from a request's head to its body's last byte
+    # Bytes of request bodies held at once per process, each until its answer is finished,
+    # plus what parsing them builds while it is alive; past it a client gets a 503.
+    max_inflight_body_bytes: int = 256 * 1024 * 1024
     keepalive_timeout: float = 75.0
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
@@ -83,6 +94,9 @@ class Settings:
     # holds an upstream key on a non-loopback address.
     access_keys: tuple[str, ...] = field(default=(), repr=False)
     allow_open: bool = False
+    # Key of the reasoning sealed into Responses clients' encrypted_content; replicas that
+    # share conversations need the same one. "" at start-up means a random one per process.
+    secret: str = field(default="", repr=False)
     # Outbound proxy for the upstream, resolved once (flag, or *_PROXY minus NO_PROXY).
     outbound_proxy: str = field(default="", repr=False)
     log_format: str = "text"          # text | json

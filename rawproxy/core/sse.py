@@ -7,7 +7,8 @@ dispatched; a last block without its blank line is discarded; one leading BOM is
 
 Each block keeps its exact bytes in `raw`, so a proxy forwards what it does not change
 without re-serialising it. Fields are parsed once, as their line completes; the bytes of
-the open block stay buffered until its blank line arrives.
+the open block stay buffered until its blank line arrives, up to `max_event_bytes`: a
+peer that never ends an event cannot make the parser hold (and search) without bound.
 """
 
 from __future__ import annotations
@@ -15,6 +16,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 _BOM = b"\xef\xbb\xbf"
+# Generous: one event can carry a whole tool call's arguments, megabytes of them.
+DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
+class EventTooLarge(Exception):
+    """One event grew past the parser's limit. `events` are the whole events of the same
+    feed before it, still to be delivered; the parser is spent."""
+
+    def __init__(self, limit: int, events: list[SSEEvent]) -> None:
+        super().__init__(f"a stream event is larger than {limit} bytes")
+        self.limit = limit
+        self.events = events
 
 
 @dataclass(slots=True)
@@ -27,11 +40,16 @@ class SSEEvent:
 
 
 class SSEParser:
-    __slots__ = ("_buf", "_scan", "_bom_checked", "_event", "_data", "_has_data", "_seen_cr", "_eof")
+    __slots__ = ("_buf", "_scan", "_searched", "_bom_checked", "_event", "_data", "_has_data", "_seen_cr",
+                 "_eof", "_max_event_bytes")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._max_event_bytes = max_event_bytes
         self._buf = bytearray()
         self._scan = 0  # offset in _buf of the first line not parsed yet
+        # Offset in _buf up to which that line is known to hold no CR or LF: each byte of an
+        # open line is searched once, however many reads it takes to arrive.
+        self._searched = 0
         self._bom_checked = False
         self._seen_cr = False
         self._event: str | None = None
@@ -52,35 +70,49 @@ class SSEParser:
             self._seen_cr = True
         out: list[SSEEvent] = []
         pos = self._scan
+        search = max(pos, self._searched)
         block_start = 0
         end = len(buf)
+        # The first LF at or after `search` (-1: none before `end`; -2: not looked for yet),
+        # kept across lines so lines ended by lone CRs do not each search to the end.
+        next_nl = -2
         while pos < end:
             if self._seen_cr:
-                nl = buf.find(b"\n", pos)
-                cr = buf.find(b"\r", pos, nl if nl != -1 else end)
+                if next_nl == -2 or 0 <= next_nl < search:
+                    next_nl = buf.find(b"\n", search)
+                nl = next_nl
+                cr = buf.find(b"\r", search, nl if nl != -1 else end)
                 if cr != -1:
                     if cr + 1 == end and not self._eof:
+                        search = cr
                         break  # may be the first half of a CRLF: wait for the next byte
                     line_end = cr
                     nxt = cr + 2 if cr + 1 < end and buf[cr + 1] == 0x0A else cr + 1
                 elif nl != -1:
                     line_end, nxt = nl, nl + 1
                 else:
+                    search = end
                     break
             else:
-                line_end = buf.find(b"\n", pos)
+                line_end = buf.find(b"\n", search)
                 if line_end == -1:
+                    search = end
                     break
                 nxt = line_end + 1
             if line_end == pos:
+                if nxt - block_start > self._max_event_bytes:
+                    raise EventTooLarge(self._max_event_bytes, out)
                 out.append(self._dispatch(bytes(buf[block_start:nxt])))
                 block_start = nxt
             else:
                 self._field(buf, pos, line_end)
-            pos = nxt
+            pos = search = nxt
         if block_start:
             del buf[:block_start]
         self._scan = pos - block_start
+        self._searched = search - block_start
+        if len(buf) > self._max_event_bytes:  # the open block alone is past the limit
+            raise EventTooLarge(self._max_event_bytes, out)
         return out
 
     def _dispatch(self, raw: bytes) -> SSEEvent:
@@ -117,7 +149,7 @@ class SSEParser:
         self._eof = True
         out = self.feed(b"") if self._buf else []
         self._buf.clear()
-        self._scan = 0
+        self._scan = self._searched = 0
         self._event, self._data, self._has_data = None, [], False
         return out
 

@@ -29,7 +29,7 @@ def _thinking_on(body: dict, repairs: list[str]) -> bool:
             del body["thinking"]
             repairs.append("thinking_dropped")
         if effort is not None:
-            mapped = K3_EFFORT.get(effort)
+            mapped = K3_EFFORT.get(effort) if isinstance(effort, str) else None
             if mapped is None:
                 del body["reasoning_effort"]
                 repairs.append("reasoning_effort_dropped")

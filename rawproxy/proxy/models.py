@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ..core.dialects import ANTHROPIC
-from ..core.errors import UpstreamError, redact, upstream_error_message
+from ..core.errors import UpstreamError, upstream_error_message
 from ..core.settings import Settings
 from ..server.http import Request, Response, json_response
 from ..upstream.client import Upstream
@@ -30,11 +30,11 @@ class ModelList:
         outcome.upstream_status = up.status
         raw = await up.read()
         if up.status >= 400:
-            return error_response(dialect, up.status, redact(upstream_error_message(raw), settings.api_key))
+            return error_response(dialect, up.status, upstream_error_message(raw, (settings.api_key,)))
         try:
             ids = [m["id"] for m in json.loads(raw).get("data", []) if isinstance(m, dict) and "id" in m]
-        except (ValueError, AttributeError, TypeError):
-            raise UpstreamError("upstream model list is not JSON") from None
+        except (ValueError, RecursionError, AttributeError, TypeError):  # RecursionError: nested too deep
+            raise UpstreamError(f"upstream {up.where} answered a model list that is not JSON") from None
         if dialect == ANTHROPIC:
             data = [{"type": "model", "id": i, "display_name": i, "created_at": "2025-01-01T00:00:00Z"} for i in ids]
             doc = {"data": data, "has_more": False, "first_id": ids[0] if ids else None,

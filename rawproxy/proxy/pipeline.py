@@ -11,19 +11,20 @@ import logging
 
 from .. import kimi, translate
 from ..core.dialects import ANTHROPIC, Dialect
-from ..core.errors import ClientError, UpstreamError, redact, upstream_error_message
+from ..core.errors import ClientError, UpstreamError, redact_bytes, upstream_error_message
 from ..core.ids import new_turn_key
 from ..core.metrics import Metrics
 from ..core.reasoning import ReasoningStore
 from ..core.settings import Settings, upstream_url
 from ..core.tap import tap_for
 from ..server.http import EVENT_STREAM, Request, Response, json_response
+from ..store.keeper import ReasoningKeeper, tenant_of
 from ..translate import StreamTranslator
 from ..upstream.client import Upstream, UpstreamResponse
 from .headers import answer_headers, upstream_headers
 from .outcome import Outcome
 from .relay import Relay
-from .requests import error_response
+from .requests import client_key, error_response
 
 log = logging.getLogger("rawproxy")
 
@@ -31,26 +32,32 @@ log = logging.getLogger("rawproxy")
 class Completion:
     """The completion route for one client dialect against the configured upstream."""
 
-    def __init__(self, settings: Settings, upstream: Upstream, store: ReasoningStore, client: Dialect,
+    def __init__(self, settings: Settings, upstream: Upstream, store: ReasoningKeeper | ReasoningStore, client: Dialect,
                  metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.upstream = upstream
-        self.store = store
+        self.reasoning = store if isinstance(store, ReasoningKeeper) else ReasoningKeeper(store)
         self.client = client
         self.metrics = metrics
         self.upstream_format = settings.upstream_format
         self.url = upstream_url(settings.upstream, settings.upstream_format)
+        # Redacted from every byte of an upstream's answer that reaches a client: some
+        # upstreams quote the key they were sent.
+        self.secrets: tuple[str, ...] = (settings.api_key,) if settings.api_key else ()
 
     async def __call__(self, request: Request, body: dict, outcome: Outcome) -> Response:
         stream = body.get("stream") is True
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        # An OpenAI field (checked by validate_openai); from an Anthropic client it means nothing.
+        options = body.get("stream_options") if self.client != ANTHROPIC else None
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
         client_model = body["model"]
         body["model"] = self.settings.model_map.map(client_model)
         outcome.model = body["model"]
         if self.client != self.upstream_format:
             body = self._translate_request(body)
+        store = self.store_for(request)
         if self.settings.is_kimi(body["model"]):
-            await self.repair(body, outcome)
+            await self.repair(body, outcome, store)
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         if self.settings.debug:
             log.debug("upstream request %s model=%s (client asked for %s) repairs=%s",
@@ -61,30 +68,47 @@ class Completion:
         outcome.upstream_status = up.status
         if up.status >= 400:
             return await self._upstream_error(up)
+        if up.status >= 300:
+            await up.aclose()
+            raise self._unusable("redirect", f"upstream {up.where} answered {up.status}, a redirect the proxy does "
+                                             "not follow: check the upstream URL")
         turn_key = new_turn_key()
         tap = tap_for(self.upstream_format, turn_key, "toolu" if self.client == ANTHROPIC else "call")
         ctype = (up.header(b"content-type") or b"").lower()
         if stream and ctype.startswith(b"text/event-stream"):
             translator = self._stream_translator(client_model, turn_key, include_usage)
-            relay = Relay(up, tap, translator, self.client, self.store, outcome, self.metrics)
+            relay = Relay(up, tap, translator, self.client, store, outcome, self.metrics,
+                          secrets=self.secrets, max_event_bytes=self.settings.max_event_bytes)
             outcome.streaming = True
             return Response(200, [EVENT_STREAM, (b"cache-control", b"no-cache")] + answer_headers(up), stream=relay)
         raw = await up.read()
         if stream:
-            raise UpstreamError(f"upstream answered a streaming request with "
+            raise UpstreamError(f"upstream {up.where} answered a streaming request with "
                                 f"{ctype.decode('latin-1') or 'no content type'}, not an event stream")
         try:
             answer = json.loads(raw)
-        except ValueError:
-            raise UpstreamError("upstream answered with a body that is not JSON") from None
-        tap.message(answer)
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
+            raise self._unusable("malformed", f"upstream {up.where} answered with a body that is not JSON") from None
+        problem = _completion_problem(answer, self.upstream_format)
+        if problem and isinstance(answer, dict) and answer.get("error"):  # an error body sent as a success
+            message = upstream_error_message(raw, self.secrets)
+            raise self._unusable("malformed", f"upstream {up.where} answered {up.status} with an error: {message}")
+        if problem:
+            raise self._unusable("malformed", f"upstream {up.where} answered {up.status} with {problem}, "
+                                              "not a completion")
+        try:
+            tap.message(answer)
+            if self.client != self.upstream_format:
+                answer = self._translate_response(answer, turn_key)
+        except (TypeError, AttributeError, KeyError, ValueError, IndexError):  # a field of the wrong type, deeper down
+            raise self._unusable("malformed", f"upstream {up.where} answered {up.status} with a completion the "
+                                              "proxy could not read") from None
         remembered = tap.remembered()
         if remembered is not None:
-            await self.store.put(turn_key, remembered)
-        if self.client != self.upstream_format:
-            answer = self._translate_response(answer, turn_key)
+            await store.put(turn_key, remembered)
         answer["model"] = client_model
-        return json_response(200, json.dumps(answer, ensure_ascii=False).encode(), answer_headers(up))
+        data = json.dumps(answer, ensure_ascii=False).encode()
+        return json_response(200, redact_bytes(data, self.secrets), answer_headers(up))
 
     async def count_tokens(self, request: Request, body: dict, outcome: Outcome) -> Response:
         """Anthropic's count_tokens, on the repaired request (what the model will see)."""
@@ -95,24 +119,40 @@ class Completion:
         body["model"] = self.settings.model_map.map(body["model"])
         outcome.model = body["model"]
         if self.settings.is_kimi(body["model"]):
-            await self.repair(body, outcome)
+            await self.repair(body, outcome, self.store_for(request))
         headers = upstream_headers(request, ANTHROPIC, self.settings.api_key, False, not self.settings.access_keys)
         up = await self.upstream.send("POST", self.url + "/count_tokens", headers, json.dumps(body).encode())
         outcome.upstream_status = up.status
         raw = await up.read()
         if up.status >= 400:
-            return error_response(ANTHROPIC, up.status, redact(upstream_error_message(raw), self.settings.api_key))
-        return json_response(up.status, raw)
+            return error_response(ANTHROPIC, up.status, upstream_error_message(raw, self.secrets))
+        if up.status >= 300:
+            raise self._unusable("redirect", f"upstream {up.where} answered {up.status}, a redirect the proxy does "
+                                             "not follow: check the upstream URL")
+        return json_response(up.status, redact_bytes(raw, self.secrets))
 
-    async def repair(self, body: dict, outcome: Outcome) -> None:
+    def tenant_for(self, request: Request) -> str:
+        """Whose remembered reasoning this request may use: the credential behind it (a
+        digest, never the key). The access key when clients present one, else the client's
+        own key that is forwarded; behind one upstream key and no access keys, every
+        client is the same tenant."""
+        if self.settings.access_keys or not self.settings.api_key:
+            return tenant_of(client_key(request))
+        return tenant_of(None)
+
+    def store_for(self, request: Request) -> ReasoningStore:
+        """The store as this request's tenant sees it: its own turns only."""
+        return self.reasoning.scoped(self.tenant_for(request))
+
+    async def repair(self, body: dict, outcome: Outcome, store: ReasoningStore) -> None:
         """The Kimi repair in the upstream's dialect, with the reasoning the store recalls."""
         if self.upstream_format == ANTHROPIC:
             keys = kimi.turn_keys_anthropic(body)
-            recalled = await self.store.get_many(keys) if keys else {}
+            recalled = await store.get_many(keys) if keys else {}
             outcome.repairs = kimi.repair_anthropic(body, recalled)
         else:
             keys = kimi.turn_keys_openai(body)
-            recalled = await self.store.get_many(keys) if keys else {}
+            recalled = await store.get_many(keys) if keys else {}
             outcome.repairs = kimi.repair_openai(body, recalled)
 
     async def _upstream_error(self, up: UpstreamResponse) -> Response:
@@ -120,8 +160,14 @@ class Completion:
             raw = await up.read()
         except UpstreamError as exc:
             raw = exc.message.encode()
-        message = redact(upstream_error_message(raw), self.settings.api_key)
+        message = upstream_error_message(raw, self.secrets)
         return error_response(self.client, up.status, message, answer_headers(up))
+
+    def _unusable(self, kind: str, message: str) -> UpstreamError:
+        """An upstream answer the proxy cannot pass on: counted by `kind`; a 502 to the client."""
+        if self.metrics is not None:
+            self.metrics.upstream_errors.inc(kind)
+        return UpstreamError(message)
 
     def _translate_request(self, body: dict) -> dict:
         if self.client == ANTHROPIC:
@@ -139,3 +185,19 @@ class Completion:
         if self.client == ANTHROPIC:
             return translate.OpenAIToAnthropicStream(model, turn_key)
         return translate.AnthropicToOpenAIStream(model, include_usage)
+
+
+def _completion_problem(answer: object, upstream_format: str) -> str | None:
+    """What keeps a 200 body from being a completion in `upstream_format` (its outline
+    only: the fields every reader of it walks), or None."""
+    if not isinstance(answer, dict):
+        return f"a JSON {type(answer).__name__}"
+    name = "content" if upstream_format == ANTHROPIC else "choices"
+    items = answer.get(name)
+    if not isinstance(items, list):
+        return f"`{name}` that is not a list" if name in answer else f"no `{name}`"
+    if not all(isinstance(item, dict) for item in items):
+        return f"`{name}` that is not a list of objects"
+    if upstream_format != ANTHROPIC and not all(isinstance(c.get("message", {}), dict) for c in items):
+        return "a choice whose `message` is not an object"
+    return None

@@ -16,7 +16,19 @@ from typing import Protocol
 import h11
 import trio
 
-from .http import App, BodyStream, ErrorResponder, Request, Response, ServerLimits, StreamAborted, StreamErrorResponder
+from .budget import BodyBudget
+from .http import (
+    Admit,
+    App,
+    BodyStream,
+    ErrorResponder,
+    Request,
+    RequestHead,
+    Response,
+    ServerLimits,
+    StreamAborted,
+    StreamErrorResponder,
+)
 
 log = logging.getLogger("rawproxy.server")
 
@@ -25,6 +37,12 @@ READ_SIZE = 65536
 # read and dropped this long so it sees the answer rather than a connection reset.
 LINGER_SECONDS = 2.0
 REFUSE_HEAD_SECONDS = 5.0   # an over-limit connection gets this long to send its head
+# How long a body waits for room under the in-flight bound before its client gets a 503.
+BODY_ROOM_SECONDS = 1.0
+# At the connection cap, a connection still without a whole head after this long gives
+# way to a newcomer (a real client sends its head at once; a younger one may just not
+# have been read yet).
+SLOW_HEAD_SECONDS = 1.0
 BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
@@ -32,7 +50,9 @@ class ConnectionHost(Protocol):
     """What a connection needs from the server that accepted it, and all it may touch."""
 
     app: App
+    admit: Admit | None
     limits: ServerLimits
+    budget: BodyBudget
     on_error: ErrorResponder
     on_stream_error: StreamErrorResponder
     draining: bool
@@ -44,7 +64,8 @@ class ConnectionHost(Protocol):
 
 class ClientConnection:
     __slots__ = ("server", "stream", "conn", "limits", "idle_scope", "request_scope", "gone", "torn",
-                 "streaming", "abort_reason", "resting")
+                 "streaming", "abort_reason", "resting", "head_since", "linger_scope", "evicted", "held", "app_held",
+                 "head_request")
 
     def __init__(self, server: ConnectionHost, stream: trio.SocketStream) -> None:
         self.server = server
@@ -58,16 +79,35 @@ class ClientConnection:
         self.streaming = False   # the response in progress is a stream
         self.abort_reason: tuple[int, str] | None = None
         self.resting = False     # kept alive between requests, nothing of the next one yet
+        self.head_since: float | None = None  # waiting for the rest of a head since then
+        self.linger_scope: trio.CancelScope | None = None  # set while dropping bytes after an early answer
+        self.evicted = False
+        self.held = 0            # bytes of the in-flight bound this request's body holds
+        self.app_held = 0        # and what the app counted (Request.reserve) while it works
+        self.head_request = False  # the request being answered is a HEAD: no body goes out
 
     # ------------------------------------------------------------------ control
 
-    def evict(self) -> bool:
-        """Close a connection resting between requests (to admit a new one); False if busy."""
+    def eviction_rank(self, now: float) -> int | None:
+        """How readily this connection gives way to a newcomer at the connection cap,
+        lowest first: answered early and only dropping the client's bytes, then a head
+        slower than SLOW_HEAD_SECONDS (or no byte at all), then resting between requests.
+        None: busy with a request, never evicted."""
+        if self.linger_scope is not None:
+            return 0
+        if self.head_since is not None and now - self.head_since >= SLOW_HEAD_SECONDS:
+            return 1
         if self.resting and self.idle_scope is not None:
-            self.resting = False
-            self.idle_scope.cancel()
-            return True
-        return False
+            return 2
+        return None
+
+    def evict(self) -> None:
+        """Close now, quietly: the connection was ranked by eviction_rank()."""
+        self.evicted = True
+        self.resting = False
+        for scope in (self.linger_scope, self.idle_scope):
+            if scope is not None:
+                scope.cancel()
 
     def drain(self) -> None:
         """Close now if waiting for a request that has not begun; else after the response."""
@@ -118,6 +158,7 @@ class ClientConnection:
         conn = self.conn
         error: h11.RemoteProtocolError | None = None
         event = None
+        self.head_request = False
         with trio.CancelScope() as scope:
             self.idle_scope = scope
             try:
@@ -135,19 +176,21 @@ class ClientConnection:
                             self.resting = False
                         event = conn.next_event()
                 if event is h11.NEED_DATA:
-                    scope.deadline = trio.current_time() + head_time
+                    self.head_since = trio.current_time()
+                    scope.deadline = self.head_since + head_time
                     while event is h11.NEED_DATA:
                         conn.receive_data(await self.stream.receive_some(READ_SIZE))  # b"" marks EOF
                         event = conn.next_event()
             except h11.RemoteProtocolError as exc:
                 error = exc
         self.idle_scope = None
+        self.head_since = None
         if error is not None:
             await self._reject(error.error_status_hint, f"malformed HTTP request: {error}")
             return None
         if scope.cancelled_caught:
             # Mid-head (some bytes buffered) gets a 408; a quiet keep-alive just closes.
-            if self.abort_reason is None and conn.their_state is h11.IDLE and conn.trailing_data[0]:
+            if self.abort_reason is None and not self.evicted and conn.their_state is h11.IDLE and conn.trailing_data[0]:
                 await self._reject(408, "timed out reading the request head")
             return None
         return event if isinstance(event, h11.Request) else None  # ConnectionClosed, ...
@@ -157,46 +200,104 @@ class ClientConnection:
         if declared is not None and declared > limit:
             await self._reject(413, f"request body of {declared} bytes is over the limit of {limit} bytes", path)
             return None
+        budget = self.server.budget
+        # A declared length is reserved whole, before `100 Continue` invites the bytes.
+        if declared and not await budget.take(declared, BODY_ROOM_SECONDS):
+            await self._no_room(path)
+            return None
+        self.held += declared or 0
         if self.conn.they_are_waiting_for_100_continue:  # curl, for bodies over 1 MB
             await self._send(h11.InformationalResponse(status_code=100, headers=[]))
-        chunks: list[bytes] = []
-        size = 0
+        # One growing buffer, not a list of read-sized pieces: many pieces left alive
+        # between other allocations keep the heap from shrinking after a burst.
+        body = bytearray()
         with trio.move_on_after(self.limits.body_timeout) as slow:
             while True:
                 event = self.conn.next_event()
                 if event is h11.NEED_DATA:
                     self.conn.receive_data(await self.stream.receive_some(READ_SIZE))
                 elif isinstance(event, h11.Data):
-                    size += len(event.data)
-                    if size > limit:
+                    if len(body) + len(event.data) > limit:
                         await self._reject(413, f"request body is over the limit of {limit} bytes", path)
                         return None
-                    chunks.append(event.data)
+                    if declared is None:  # chunked: reserved as it comes
+                        if not budget.try_take(len(event.data)):
+                            await self._no_room(path)
+                            return None
+                        self.held += len(event.data)
+                    body += event.data
                 elif isinstance(event, h11.EndOfMessage):
-                    return b"".join(chunks)
+                    return bytes(body)
                 else:  # ConnectionClosed mid-body
                     return None
         if slow.cancelled_caught:
             await self._reject(408, "timed out reading the request body", path)
         return None
 
+    async def _no_room(self, path: str) -> None:
+        await self._reject(503, "the proxy is holding as many request bodies as its memory limit allows; "
+                                "retry shortly", path, [(b"retry-after", b"1")])
+
+    def _reserve(self, n: int) -> bool:
+        """Request.reserve: more of the in-flight bound, until the app has answered."""
+        if n <= 0:
+            return True
+        if not self.server.budget.try_take(n):
+            return False
+        self.app_held += n
+        return True
+
+    def _give_back_app_held(self) -> None:
+        self.server.budget.give_back(self.app_held)
+        self.app_held = 0
+
     async def _handle(self, head: h11.Request) -> bool:
         """Serve one request; True when the connection may carry another."""
         target = head.target.decode("latin-1")
         path, _, query = target.partition("?")
+        self.head_request = head.method == b"HEAD"
         declared = None
+        chunked = False
         for name, value in head.headers:
             if name == b"content-length":
                 declared = int(value)  # h11 has checked it is a number
+            elif name == b"transfer-encoding":
+                chunked = True
+        if chunked and declared is not None:
+            # RFC 9112 section 6.1: another hop may frame such a body by the other header,
+            # so the bytes after it could be taken for a second request. Refused, closed.
+            await self._reject(400, "a request may not carry both Content-Length and Transfer-Encoding", path)
+            return False
+        method = head.method.decode("ascii")
+        headers = list(head.headers)
+        if self.server.admit is not None:
+            early = self._admit(RequestHead(method, path, query, headers), path)
+            if early is not None:  # its body is never read, so the connection cannot go on
+                await self._answer_early(early)
+                return False
         try:
-            body = await self._read_body(path, declared)
-        except h11.RemoteProtocolError as exc:
-            await self._reject(400, f"malformed HTTP request: {exc}", path)
-            return False
-        if body is None:
-            return False
-        request = Request(head.method.decode("ascii"), path, query, list(head.headers), body)
-        return await self._respond(request, path)
+            try:
+                body = await self._read_body(path, declared)
+            except h11.RemoteProtocolError as exc:
+                await self._reject(400, f"malformed HTTP request: {exc}", path)
+                return False
+            if body is None:
+                return False
+            request = Request(method, path, query, headers, body, self._reserve)
+            return await self._respond(request, path)
+        finally:
+            self._give_back_app_held()
+            self.server.budget.give_back(self.held)
+            self.held = 0
+
+    def _admit(self, head: RequestHead, path: str) -> Response | None:
+        admit = self.server.admit
+        assert admit is not None
+        try:
+            return admit(head)
+        except Exception:  # an app bug: answered like one in the app itself
+            log.exception("unhandled error admitting %s %s", head.method, path)
+            return self.server.on_error(path, 500, "internal error in the proxy")
 
     async def _respond(self, request: Request, path: str) -> bool:
         self.gone = self.torn = self.streaming = False
@@ -230,9 +331,12 @@ class ClientConnection:
             response = await self._call_app(request, path)
         finally:
             self.server.app_finished(self)
+            self._give_back_app_held()  # what the app built from the body is gone with its call
         if self.server.draining:
             response.headers.append((b"connection", b"close"))
         if response.stream is not None:
+            if self.head_request:
+                return await self._send_head_of_stream(response, response.stream)
             return await self._send_stream(response, response.stream)
         try:
             await self._send_simple(response)
@@ -261,10 +365,24 @@ class ClientConnection:
         # Head, body and end in one write: one syscall per answer instead of three.
         conn = self.conn
         data = conn.send(h11.Response(status_code=response.status, headers=headers))
-        if response.body:
+        if response.body and not self.head_request:  # HEAD: the length of what GET would send
             data += conn.send(h11.Data(data=response.body))
         data += conn.send(h11.EndOfMessage())
         await self.stream.send_all(data)
+
+    async def _send_head_of_stream(self, response: Response, stream: BodyStream) -> bool:
+        """HEAD of a streamed answer: its head alone; the stream is closed unread."""
+        try:
+            await self._send(h11.Response(status_code=response.status, headers=list(response.headers)))
+            await self._send(h11.EndOfMessage())
+            return True
+        except BROKEN:
+            return False
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                with trio.CancelScope(shield=True):
+                    await aclose()
 
     async def _send_stream(self, response: Response, stream: BodyStream) -> bool:
         self.streaming = True
@@ -325,6 +443,10 @@ class ClientConnection:
         response = self.server.on_error(path, status, message)
         if extra:
             response.headers.extend(extra)
+        await self._answer_early(response, linger)
+
+    async def _answer_early(self, response: Response, linger: bool = True) -> None:
+        """Send `response` and close: the request's body, if any, stays unread."""
         response.headers.append((b"connection", b"close"))
         try:
             await self._send_simple(response)
@@ -335,9 +457,13 @@ class ClientConnection:
 
     async def _linger(self) -> None:
         await self.stream.send_eof()
-        with trio.move_on_after(LINGER_SECONDS):
-            while await self.stream.receive_some(READ_SIZE):
-                pass
+        with trio.move_on_after(LINGER_SECONDS) as scope:
+            self.linger_scope = scope  # evictable now: the answer is out
+            try:
+                while await self.stream.receive_some(READ_SIZE):
+                    pass
+            finally:
+                self.linger_scope = None
 
 
 

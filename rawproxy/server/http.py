@@ -9,12 +9,13 @@ from typing import Protocol
 
 
 @dataclass(slots=True)
-class Request:
+class RequestHead:
+    """What arrives before the body: what an `Admit` hook judges a request by."""
+
     method: str
     path: str
     query: str
     headers: list[tuple[bytes, bytes]]
-    body: bytes
 
     def header(self, name: bytes) -> bytes | None:
         """First value of a header; `name` lower-case, as h11 delivers names."""
@@ -22,6 +23,16 @@ class Request:
             if key == name:
                 return value
         return None
+
+
+@dataclass(slots=True)
+class Request(RequestHead):
+    body: bytes
+    # Counts `n` more bytes against the server's bound on memory held for requests (what
+    # the app builds from the body) until the app has returned its Response (a stream it
+    # returns holds none of it); False when the bound has no room for them. The body's own
+    # bytes count until the answer is finished. None outside a server (tests).
+    reserve: Callable[[int], bool] | None = None
 
 
 class BodyStream(Protocol):
@@ -61,6 +72,10 @@ def json_response(status: int, body: bytes, extra: list[tuple[bytes, bytes]] | N
 
 
 App = Callable[[Request], Awaitable[Response]]
+# Called with each request's head before its body is read (and before `100 Continue`): a
+# Response answers the request at once and the connection closes, its body never read;
+# None lets it in. Synchronous: it may only look at the head.
+Admit = Callable[[RequestHead], Response | None]
 # Build an error in the dialect the path implies (the server knows no dialects): a whole
 # response before the head went out, the bytes of one stream event after.
 ErrorResponder = Callable[[str, int, str], Response]
@@ -73,6 +88,10 @@ class ServerLimits:
     max_header_bytes: int = 64 * 1024
     header_timeout: float = 30.0      # a slow client sending its head is cut off
     keepalive_timeout: float = 75.0   # an idle keep-alive connection is closed
-    body_timeout: float = 120.0
+    body_timeout: float = 60.0        # from the head received to the body's last byte
     request_timeout: float = 3600.0   # from the head received to the response's last byte
     max_connections: int = 4096
+    # Bytes of request bodies held at once by the process, each until its answer is
+    # finished, and what apps count through Request.reserve; past it a body waits
+    # briefly, then gets a 503.
+    max_inflight_body_bytes: int = 256 * 1024 * 1024

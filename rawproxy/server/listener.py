@@ -6,12 +6,15 @@ written (connection.py watches its socket), within a second while the app is sti
 working on the answer (one task per server looks at the connections that have waited
 that long, so a quick request pays nothing for it).
 
-Limits it enforces: head size (431) and time (408, or a quiet close), body size (413),
-a keep-alive idle time, a ceiling on one whole request (an error in the client's dialect,
-as a body or, once a stream has started, as an error event), and a number of open
-connections (at the cap a connection resting between requests makes room, else the
-newcomer gets a 503 and is closed). `Server.drain()` stops accepting
-and lets in-flight requests finish; `Server.abort()` then cuts what is left.
+Limits it enforces: head size (431) and time (408, or a quiet close), body size (413)
+and time (408), bytes of bodies held at once by the process (503), a keep-alive idle
+time, a ceiling on one whole request (an error in the client's dialect, as a body or,
+once a stream has started, as an error event), and a number of open connections (at the
+cap a connection answered early, one slow to send its head, or one resting between
+requests makes room, else the newcomer gets a 503 and is closed). An optional `admit`
+hook answers a request from its head alone, before its body is read.
+`Server.drain()` stops accepting and lets in-flight requests finish; `Server.abort()`
+then cuts what is left.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import socket
 
 import trio
 
+from .budget import BodyBudget
 from .connection import BROKEN, ClientConnection
-from .http import App, ErrorResponder, Response, ServerLimits, StreamErrorResponder
+from .http import Admit, App, ErrorResponder, Response, ServerLimits, StreamErrorResponder
 from .sockets import reuse_port_socket
 
 log = logging.getLogger("rawproxy.server")
@@ -48,9 +52,11 @@ class Server:
     """One listening app: accepts, serves, drains. `serve()` below is the short form."""
 
     def __init__(self, app: App, *, limits: ServerLimits | None = None, on_error: ErrorResponder | None = None,
-                 on_stream_error: StreamErrorResponder | None = None) -> None:
+                 on_stream_error: StreamErrorResponder | None = None, admit: Admit | None = None) -> None:
         self.app = app
+        self.admit = admit
         self.limits = limits or ServerLimits()
+        self.budget = BodyBudget(self.limits.max_inflight_body_bytes)
         self.on_error = on_error or _plain_error
         self.on_stream_error = on_stream_error or _plain_stream_error
         self.connections: set[ClientConnection] = set()
@@ -109,10 +115,20 @@ class Server:
         self.waiting.pop(conn, None)
 
     def _evict_one(self) -> bool:
+        """Close the connection readiest to give way (ClientConnection.eviction_rank)."""
+        now = trio.current_time()
+        victim, victim_rank = None, 3
         for conn in self.connections:  # only at the cap: a scan then is fine
-            if conn.evict():
-                return True
-        return False
+            rank = conn.eviction_rank(now)
+            if rank is not None and rank < victim_rank:
+                victim, victim_rank = conn, rank
+                if rank == 0:
+                    break
+        if victim is None:
+            return False
+        victim.evict()
+        self.connections.discard(victim)  # its place is the newcomer's from now
+        return True
 
     def _stop_watchdog_when_idle(self) -> None:
         if self.draining and not self.connections and self._watchdog is not None:
@@ -162,8 +178,8 @@ class Server:
         except OSError:
             pass
         conn = ClientConnection(self, stream)
-        # At the cap, a connection resting between requests gives way (its client simply
-        # reconnects) before a new one is turned away.
+        # At the cap, a connection that is done, slow to send its head or resting between
+        # requests gives way (its client simply reconnects) before a new one is turned away.
         over = len(self.connections) >= self.limits.max_connections and not self._evict_one()
         try:
             if not over:
@@ -195,11 +211,12 @@ async def serve(
     limits: ServerLimits | None = None,
     on_error: ErrorResponder | None = None,
     on_stream_error: StreamErrorResponder | None = None,
+    admit: Admit | None = None,
     reuse_port: bool = False,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` until cancelled; reports the bound port through task_status."""
-    server = Server(app, limits=limits, on_error=on_error, on_stream_error=on_stream_error)
+    server = Server(app, limits=limits, on_error=on_error, on_stream_error=on_stream_error, admit=admit)
     await server.serve(host, port, reuse_port=reuse_port, task_status=task_status)
 
 

@@ -23,7 +23,9 @@ from ..core.settings import (
     Settings,
     infer_format,
 )
-from ..core.urls import is_loopback
+from ..core.sse import DEFAULT_MAX_EVENT_BYTES
+from ..core.urls import is_loopback, without_userinfo
+from ..store.redis_url import RedisURLError, is_redis_url, parse_redis_url
 from ..upstream.outbound import resolve_outbound_proxy
 
 
@@ -59,13 +61,22 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="serve against the built-in Kimi simulator (no key, no network)")
     p.add_argument("--debug", action="store_true", default=None, help="log each rewrite (env DEBUG)")
     p.add_argument("--max-body-bytes", type=int, help="request body limit (env PROXY_MAX_BODY_BYTES, default 32 MiB)")
+    p.add_argument("--max-event-bytes", type=int, help="largest upstream stream event; past it the client gets an "
+                                                      "error event (env PROXY_MAX_EVENT_BYTES, default 16 MiB)")
     p.add_argument("--read-timeout", type=float, help="upstream read timeout between two bytes, seconds (env PROXY_READ_TIMEOUT, default 600)")
     p.add_argument("--connect-timeout", type=float, help="upstream connect timeout, seconds (env PROXY_CONNECT_TIMEOUT, default 10)")
     p.add_argument("--workers", type=int, help="processes accepting on the port, under a supervisor (env PROXY_WORKERS, default 1)")
-    p.add_argument("--store", help="remembered reasoning: memory or sqlite:PATH (env PROXY_STORE; default memory, "
-                                   "or a SQLite file under $XDG_STATE_HOME/rawproxy with --workers > 1)")
+    p.add_argument("--store", help="remembered reasoning: memory, sqlite:PATH, redis://[user:password@]host:port/db, "
+                                   "rediss://..., unix:///path.sock or redis+cluster://host:port,host:port (env "
+                                   "PROXY_STORE; default memory, or a SQLite file under $XDG_STATE_HOME/rawproxy "
+                                   "with --workers > 1)")
+    p.add_argument("--store-ttl", type=float, help="seconds a remembered turn is kept (env PROXY_STORE_TTL, default 86400)")
     p.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)  # set by the supervisor in its workers
+    p.add_argument("--worker-dir", help=argparse.SUPPRESS)  # the supervisor's folder for the workers' metrics
     p.add_argument("--header-timeout", type=float, help="seconds a client has to send a request head (env PROXY_HEADER_TIMEOUT, default 30)")
+    p.add_argument("--body-timeout", type=float, help="seconds a client has to send a request body after its head, 408 past it (env PROXY_BODY_TIMEOUT, default 60)")
+    p.add_argument("--max-inflight-body-bytes", type=int,
+                   help="request bodies held at once per process, 503 past it (env PROXY_MAX_INFLIGHT_BODY_BYTES, default 256 MiB)")
     p.add_argument("--keepalive-timeout", type=float, help="seconds an idle keep-alive connection stays open (env PROXY_KEEPALIVE_TIMEOUT, default 75)")
     p.add_argument("--request-timeout", type=float, help="ceiling on one whole request, stream included, seconds (env PROXY_REQUEST_TIMEOUT, default 3600)")
     p.add_argument("--max-header-bytes", type=int, help="request head limit, 431 above it (env PROXY_MAX_HEADER_BYTES, default 65536)")
@@ -74,6 +85,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, help="upstream retries on connect errors and 429/5xx before the first byte (env PROXY_RETRIES, default 2)")
     p.add_argument("--retry-max-wait", type=float, help="longest wait before a retry, seconds; a longer Retry-After goes to the client (env PROXY_RETRY_MAX_WAIT, default 10)")
     p.add_argument("--graceful-timeout", type=float, help="seconds in-flight requests get to finish on SIGTERM/SIGINT (env PROXY_GRACEFUL_TIMEOUT, default 30)")
+    p.add_argument("--secret", help="key that seals reasoning handed to Responses API clients (env PROXY_SECRET, "
+                                    "at least 16 characters); give every replica the same one. Default: random per start")
     p.add_argument("--proxy-api-keys", help="comma-separated keys clients must present (env PROXY_API_KEYS); never sent upstream")
     p.add_argument("--allow-open", action="store_true", default=None,
                    help="allow an upstream key on a non-loopback address without access keys (env PROXY_ALLOW_OPEN)")
@@ -108,9 +121,21 @@ def _store(spec: str | None, workers: int, env: Mapping[str, str]) -> tuple[str,
         if workers > 1:
             raise ConfigError(f"a memory store is not shared by {workers} workers: use --store sqlite:PATH")
         return spec, False
+    if is_redis_url(spec):
+        try:
+            parse_redis_url(spec)
+        except RedisURLError as exc:
+            raise ConfigError(str(exc)) from None  # the message shows the URL without its password
+        return spec, False
     if kind != "sqlite" or not sep or not path:
-        raise ConfigError(f"PROXY_STORE must be memory or sqlite:PATH, not {spec!r}")
+        raise ConfigError(f"PROXY_STORE must be memory, sqlite:PATH or a redis:// URL, not {without_userinfo(spec)!r}")
     return "sqlite:" + os.path.abspath(os.path.expanduser(path)), False
+
+
+def _secret(value: str) -> str:
+    if value and len(value) < 16:
+        raise ConfigError("PROXY_SECRET must be at least 16 characters")
+    return value
 
 
 def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -174,6 +199,11 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
 
     workers = number(args.workers, "PROXY_WORKERS", 1, int)
     store, store_default = _store(pick(args.store, "PROXY_STORE"), workers, env)
+    max_body_bytes = number(args.max_body_bytes, "PROXY_MAX_BODY_BYTES", 32 * 1024 * 1024, int)
+    max_inflight_body_bytes = number(args.max_inflight_body_bytes, "PROXY_MAX_INFLIGHT_BODY_BYTES", 256 * 1024 * 1024, int)
+    if max_inflight_body_bytes < max_body_bytes:
+        raise ConfigError(f"PROXY_MAX_INFLIGHT_BODY_BYTES ({max_inflight_body_bytes}) is below PROXY_MAX_BODY_BYTES "
+                          f"({max_body_bytes}): a body at the size limit could never be read")
     return Settings(
         host=host,
         port=port,
@@ -184,10 +214,13 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         kimi_models=tuple(p.strip() for p in kimi.split(",") if p.strip()),
         debug=args.debug if args.debug is not None else _truthy(env.get("DEBUG")),
         simulator=args.simulator,
-        max_body_bytes=number(args.max_body_bytes, "PROXY_MAX_BODY_BYTES", 32 * 1024 * 1024, int),
+        max_body_bytes=max_body_bytes,
+        max_inflight_body_bytes=max_inflight_body_bytes,
+        max_event_bytes=number(args.max_event_bytes, "PROXY_MAX_EVENT_BYTES", DEFAULT_MAX_EVENT_BYTES, int),
         read_timeout=number(args.read_timeout, "PROXY_READ_TIMEOUT", 600.0),
         connect_timeout=number(args.connect_timeout, "PROXY_CONNECT_TIMEOUT", 10.0),
         header_timeout=number(args.header_timeout, "PROXY_HEADER_TIMEOUT", 30.0),
+        body_timeout=number(args.body_timeout, "PROXY_BODY_TIMEOUT", 60.0),
         keepalive_timeout=number(args.keepalive_timeout, "PROXY_KEEPALIVE_TIMEOUT", 75.0),
         request_timeout=number(args.request_timeout, "PROXY_REQUEST_TIMEOUT", 3600.0),
         max_header_bytes=number(args.max_header_bytes, "PROXY_MAX_HEADER_BYTES", 64 * 1024, int),
@@ -198,10 +231,13 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         retry_max_wait=number(args.retry_max_wait, "PROXY_RETRY_MAX_WAIT", 10.0),
         access_keys=access_keys,
         allow_open=allow_open,
+        secret=_secret(pick(args.secret, "PROXY_SECRET", default="")),
         outbound_proxy=resolve_outbound_proxy(args.outbound_proxy, upstream, env),
         log_format=log_format,
         workers=workers,
         store=store,
         store_default=store_default,
+        store_ttl=number(args.store_ttl, "PROXY_STORE_TTL", 24 * 3600.0),
         worker_id=args.worker_id,
+        worker_dir=args.worker_dir or "",
     )

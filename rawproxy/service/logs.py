@@ -3,6 +3,10 @@
 The access log passes its fields as `extra={"fields": {...}}`; the JSON format puts them
 at the top level of the line, the text format has them in the message already. Nothing
 here knows a secret: callers never log one.
+
+Log lines quote what clients and upstreams send (a model name, an upstream's reason): in
+the text format control characters are escaped, so no value can end its line and write
+one of its own (JSON escapes them by itself).
 """
 
 from __future__ import annotations
@@ -11,6 +15,26 @@ import json
 import logging
 import sys
 import time
+
+# C0 controls, DEL, C1 controls (NEL among them) and the Unicode line and paragraph
+# separators: everything a terminal or a log reader may take as a line end or a command.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROLS.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character written as an escape: one record, one line."""
+    if text.isprintable():  # the common case, checked in C: nothing to escape
+        return text
+    return text.translate(_CONTROLS)
+
+
+class TextFormatter(logging.Formatter):
+    """The text format: the record's line with its values' control characters escaped; a
+    traceback after it keeps its own lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,7 +58,7 @@ def setup(debug: bool, fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

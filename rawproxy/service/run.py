@@ -16,9 +16,10 @@ from ..core.settings import ConfigError, Settings
 from ..core.urls import without_userinfo
 from ..proxy import ProxyApp
 from ..server import Server, ServerLimits, serve
-from ..store import open_store
+from ..store import ReasoningStore, StoreUnavailable, open_store
 from .cli import load_settings, program_name
 from .logs import setup as setup_logging
+from .supervisor import HUP_IGNORED
 
 log = logging.getLogger("rawproxy")
 
@@ -28,19 +29,21 @@ def _limits(settings: Settings) -> ServerLimits:
         max_body_bytes=settings.max_body_bytes,
         max_header_bytes=settings.max_header_bytes,
         header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
         keepalive_timeout=settings.keepalive_timeout,
         request_timeout=settings.request_timeout,
         max_connections=settings.max_connections,
+        max_inflight_body_bytes=settings.max_inflight_body_bytes,
     )
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, store: ReasoningStore | None = None) -> None:
     # Signals are taken from the start, so a SIGTERM during start-up drains too.
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        await _run(settings, signals)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        await _run(settings, signals, store)
 
 
-async def _run(settings: Settings, signals: AsyncIterator[int]) -> None:
+async def _run(settings: Settings, signals: AsyncIterator[int], store: ReasoningStore | None = None) -> None:
     async with trio.open_nursery() as nursery:
         if settings.simulator:
             from ..simulator.app import SimulatorApp
@@ -52,15 +55,18 @@ async def _run(settings: Settings, signals: AsyncIterator[int]) -> None:
             log.info("no upstream key configured: serving against the built-in Kimi simulator "
                      "(%s format, %s); answers are scripted, not a real model.", fmt, base)
         worker = settings.worker_id is not None
-        app = ProxyApp(settings, store=open_store(settings))
+        app = ProxyApp(settings, store=store if store is not None else open_store(settings))
+        await nursery.start(app.run)  # writes remembered reasoning in the background
+        if app.peers is not None:
+            await nursery.start(app.peers.serve)  # answers the other workers' metrics scrapes
         server = Server(app, limits=_limits(settings), on_error=app.error_response,
-                        on_stream_error=app.stream_error)
+                        on_stream_error=app.stream_error, admit=app.admit)
         port = await nursery.start(lambda task_status: server.serve(
             settings.host, settings.port, reuse_port=worker, task_status=task_status))
         if worker:
             nursery.start_soon(_stop_without_supervisor, os.getppid())
         elif settings.store != "memory":
-            log.info("reasoning store %s", settings.store)
+            log.info("reasoning store %s", without_userinfo(settings.store))
         log.info(
             "%slistening on http://%s:%d -> %s (%s format)%s",
             f"worker {settings.worker_id} " if worker else "", settings.host, port,
@@ -72,12 +78,15 @@ async def _run(settings: Settings, signals: AsyncIterator[int]) -> None:
             log.warning("access keys are set but no upstream key (--api-key): clients' keys are access "
                         "keys and are not forwarded, so upstream requests carry no key")
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.warning(HUP_IGNORED)  # a closed terminal or a reload request: never a stop
+                continue
             log.info("%s: draining (up to %gs for in-flight requests)", signal.Signals(signum).name,
                      settings.graceful_timeout)
             break
         await _drain(server, signals, settings.graceful_timeout)
+        await app.aclose()  # queued reasoning written (bounded), the store closed
         nursery.cancel_scope.cancel()  # the built-in simulator, the supervisor watch
-    await app.aclose()
 
 
 async def _drain(server: Server, signals: AsyncIterator[int], grace: float) -> None:
@@ -89,7 +98,10 @@ async def _drain(server: Server, signals: AsyncIterator[int], grace: float) -> N
     with trio.move_on_after(grace):
         async with trio.open_nursery() as waiting:
             async def impatient() -> None:
-                async for _ in signals:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        log.warning(HUP_IGNORED)
+                        continue
                     if trio.current_time() - started >= 1.0:
                         log.warning("second stop signal: cutting in-flight requests")
                         waiting.cancel_scope.cancel()
@@ -122,13 +134,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{program_name()}: {exc}", file=sys.stderr)  # logging is not set up yet
         return 2
     setup_logging(settings.debug, settings.log_format)
+    # Until the signal receivers take over, a SIGHUP (a closing terminal) must not kill.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _raise_fd_limit()
+    _large_buffers_from_mmap()
     if settings.workers > 1 and settings.worker_id is None:
         from .supervisor import supervise
 
         return supervise(settings, list(sys.argv[1:] if argv is None else argv))
     try:
-        trio.run(run, settings)
+        store = open_store(settings)
+    except StoreUnavailable as exc:
+        log.error("%s", exc)  # one line, the cause included; exit 2 like any setting that cannot work
+        return 2
+    try:
+        trio.run(run, settings, store)
     except KeyboardInterrupt:
         pass
     return 0
@@ -144,3 +164,21 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 65536), hard))
     except (ImportError, ValueError, OSError):
         pass
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def _large_buffers_from_mmap() -> None:
+    """Buffers of 128 KiB and up (request bodies and their copies) straight from mmap, so
+    their memory goes back to the system as each is freed. glibc otherwise raises that
+    threshold to the size of every large buffer freed (up to 32 MiB) and serves later
+    ones from its heaps, which fragment: after bursts of uploads of mixed sizes the
+    process stayed tens of MB above idle. Setting it once stops that. Not glibc: nothing."""
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ImportError, OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 128 * 1024)

@@ -16,7 +16,13 @@ request (SIGTERM, SIGINT) wakes it at once and nothing polls.
 - SIGTERM or SIGINT: SIGTERM to every worker (each stops accepting and drains its
   in-flight requests up to --graceful-timeout), a wait of that long plus a margin, SIGKILL
   for stragglers, exit 0. A second signal during the wait (a second or more after the
-  first) kills the stragglers at once.
+  first) is passed on: each worker cuts its in-flight requests, every client told in its
+  dialect, and exits; a third kills the stragglers at once.
+- SIGHUP is logged and ignored (no reload yet), here and in the workers.
+- Before any worker starts, the reasoning store is opened once: a store that cannot
+  serve stops everything with one line and exit code 2. A worker that exits with code 2
+  soon after it started (it could not start: the same store, a setting) is not restarted
+  forever: the supervisor stops and exits 2.
 - A worker whose supervisor died (SIGKILL, OOM) notices and stops too (see
   `supervisor_gone`), so no orphan keeps the port.
 """
@@ -25,16 +31,20 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import selectors
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
 from ..core.settings import Settings
+from ..core.urls import without_userinfo
 from ..server.sockets import reuse_port_socket
+from ..store import StoreUnavailable, check_store
 
 log = logging.getLogger("rawproxy.supervisor")
 
@@ -42,6 +52,11 @@ STABLE_AFTER = 10.0      # a worker that ran this long before dying is restarted
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 30.0
 KILL_MARGIN = 5.0        # beyond the graceful timeout, before stragglers get SIGKILL
+# A worker takes a repeat within a second of the first stop signal for the same one sent
+# twice: a second signal is passed on no sooner than this after the first.
+REPEAT_AFTER = 1.2
+START_FAILED = 2         # a worker's exit code for "cannot start" (a setting, the store)
+HUP_IGNORED = "SIGHUP: configuration reload is not supported yet; ignored"
 
 
 @dataclass
@@ -77,6 +92,7 @@ class Supervisor:
         self.grace = grace
         self.env = dict(os.environ if env is None else env)
         self._stopping = False
+        self._failed: int | None = None  # the exit code once a worker could not start
 
     # ---------------------------------------------------------------- workers
 
@@ -118,6 +134,11 @@ class Supervisor:
             if self._stopping:
                 log.info("worker %d (pid %d) exited with %s", w.index, pid, how)
                 continue
+            if code == START_FAILED and now - w.started < STABLE_AFTER:
+                # Its own log says why; starting it again would fail the same way.
+                log.error("worker %d (pid %d) could not start (exit code %d): stopping", w.index, pid, code)
+                self._failed = code
+                continue
             log.error("worker %d (pid %d) died with %s", w.index, pid, how)
             self._schedule_restart(w, now)
 
@@ -134,7 +155,7 @@ class Supervisor:
         os.set_blocking(rfd, False)
         os.set_blocking(wfd, False)
         previous_fd = signal.set_wakeup_fd(wfd)
-        wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+        wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP)
         previous = {sig: signal.signal(sig, lambda *_: None) for sig in wanted}
         selector = selectors.DefaultSelector()
         selector.register(rfd, selectors.EVENT_READ)
@@ -144,14 +165,14 @@ class Supervisor:
             while True:
                 stop = self._wait(selector, rfd)
                 self._reap()
-                if stop:
+                if stop or self._failed is not None:
                     break
                 now = time.monotonic()
                 for w in self.workers:
                     if w.proc is None and w.restart_at is not None and w.restart_at <= now:
                         self._start(w)
             self._shutdown(selector, rfd)
-            return 0
+            return self._failed or 0
         finally:
             for _, proc in self._live_procs():  # only on an unexpected error: never leave workers behind
                 proc.kill()
@@ -174,6 +195,8 @@ class Supervisor:
             signals = os.read(rfd, 512)
         except BlockingIOError:
             signals = b""
+        if signal.SIGHUP in signals:
+            log.warning(HUP_IGNORED)
         return any(s in (signal.SIGTERM, signal.SIGINT) for s in signals)
 
     def _shutdown(self, selector: selectors.BaseSelector, rfd: int) -> None:
@@ -185,14 +208,28 @@ class Supervisor:
                 proc.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        started = time.monotonic()
+        started = last = time.monotonic()
         deadline = started + self.grace + KILL_MARGIN
+        passed_on = False
         while self._live() and time.monotonic() < deadline:
             # A repeat within a second is the same request sent twice (a wrapper and a
             # process group both passing it on), not an impatient operator.
-            if self._wait(selector, rfd, until=deadline) and time.monotonic() - started >= 1.0:
-                log.warning("second stop signal: killing the remaining workers now")
-                break
+            if self._wait(selector, rfd, until=deadline) and time.monotonic() - last >= 1.0:
+                if passed_on:
+                    log.warning("third stop signal: killing the remaining workers now")
+                    break
+                # The workers cut their in-flight requests, each client told in its dialect
+                # (a SIGKILL would leave them with a connection that just ends).
+                passed_on = True
+                time.sleep(max(0.0, started + REPEAT_AFTER - time.monotonic()))
+                last = time.monotonic()
+                log.warning("second stop signal: passing it on; the workers cut their in-flight requests")
+                for _, proc in self._live_procs():
+                    try:
+                        proc.send_signal(signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+                deadline = max(deadline, last + KILL_MARGIN)
             self._reap()
         for w, proc in self._live_procs():
             log.warning("worker %d (pid %d) still running: SIGKILL", w.index, proc.pid)
@@ -204,16 +241,33 @@ class Supervisor:
 def supervise(settings: Settings, argv: list[str]) -> int:
     """Run settings.workers workers with the command line `argv`; returns the exit code."""
     try:
+        check_store(settings)  # once here: a broken store would make every worker die at start
+    except StoreUnavailable as exc:
+        log.error("%s", exc)
+        return START_FAILED
+    try:
         reservation = reserve_port(settings.host, settings.port)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror or exc)
         return 1
-    with reservation:
+    # The workers' private meeting place (mode 0700): each answers the others' metrics
+    # scrapes on a socket there, so one scrape adds up every worker.
+    with reservation, tempfile.TemporaryDirectory(prefix="rawproxy-workers-") as worker_dir:
         port = reservation.getsockname()[1]
         # Flags given last win: the shared port (port 0 resolved once) and the store every
         # worker must open, spelled out so no worker works them out on its own.
-        worker_argv = [*argv, "--port", str(port), "--store", settings.store]
+        worker_argv = [*argv, "--port", str(port), "--worker-dir", worker_dir]
+        shown = without_userinfo(settings.store)
+        if shown == settings.store:
+            worker_argv += ["--store", settings.store]
+        # else a password: kept off the workers' command lines (any local user's `ps` shows
+        # those); each worker reads it where this process did, its flag or PROXY_STORE.
         note = " (the default for --workers > 1; choose with --store)" if settings.store_default else ""
         log.info("supervising %d workers on %s:%d; reasoning store %s%s",
-                 settings.workers, settings.host, port, settings.store, note)
-        return Supervisor(worker_argv, settings.workers, settings.graceful_timeout).run()
+                 settings.workers, settings.host, port, shown, note)
+        env = dict(os.environ)
+        if not settings.secret:
+            # One sealing secret for all workers (through the environment, never argv), so a
+            # Responses client's sealed reasoning opens on whichever worker it reaches.
+            env["PROXY_SECRET"] = secrets.token_hex(32)
+        return Supervisor(worker_argv, settings.workers, settings.graceful_timeout, env).run()

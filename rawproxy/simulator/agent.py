@@ -154,7 +154,7 @@ def sample_value(name: str, schema: Any, agent: "Agent") -> Any:
         return [sample_value(name, schema.get("items"), agent) for _ in range(count)]
     if kind == "object":
         return sample_arguments(schema, agent)
-    if name == "command":
+    if name in ("command", "cmd"):  # Claude Code's Bash, Codex's exec_command
         agent.commands += 1
         return f"echo step-{agent.commands}"  # harmless when a real client runs it
     return "sim"
@@ -167,7 +167,8 @@ def sample_arguments(schema: Any, agent: "Agent") -> dict:
     props = props if isinstance(props, dict) else {}
     required = schema.get("required")
     required = required if isinstance(required, list) else []
-    return {name: sample_value(name, props.get(name), agent) for name in required}
+    # A schema naming a non-string as required is the client's mistake: no argument for it.
+    return {name: sample_value(name, props.get(name), agent) for name in required if isinstance(name, str)}
 
 
 # ---------------------------------------------------------------- the agent

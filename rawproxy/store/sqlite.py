@@ -1,10 +1,14 @@
 """Remembered reasoning in SQLite, shared by worker processes and kept across restarts.
 
 The same async interface as MemoryReasoningStore. Every call runs in a worker thread
-(nothing blocks the event loop) on one connection, one call at a time per store
-(a CapacityLimiter of 1, plus a lock for the synchronous close). Several processes open
-the same file: WAL lets readers run beside the one writer, and busy_timeout makes a
-writer wait for another instead of failing.
+(nothing blocks the event loop). Reads and writes have a connection each, one call at a
+time per connection (a CapacityLimiter of 1, plus a lock for the synchronous close), so a
+write waiting for the lock never holds up a read. Several processes open the same file:
+WAL lets readers run beside the one writer; busy_timeout makes a writer wait for another
+instead of failing, briefly for the reader's occasional recency update (a recall must
+stay fast) and longer for writes (they run in the background, off every client's path).
+A cancelled call abandons its thread (the thread ends on its own; SQLite rolls back what
+it did not commit). Failures are swallowed and told once per outage (`outage`).
 
 Bounds, both cheap:
 - expiry: a row past its `expires` is never returned; rows past it are deleted by a
@@ -19,7 +23,6 @@ Times are wall-clock seconds: several processes and restarts share them.
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import threading
@@ -30,8 +33,7 @@ from contextlib import contextmanager
 import trio
 
 from ..core.reasoning import Reasoning, entry_size
-
-log = logging.getLogger("rawproxy.store")
+from .outage import Outage
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reasoning (
@@ -54,7 +56,8 @@ CREATE TRIGGER IF NOT EXISTS reasoning_resized AFTER UPDATE OF size ON reasoning
     BEGIN UPDATE reasoning_total SET bytes = bytes - OLD.size + NEW.size WHERE id = 0; END;
 """
 
-_BUSY_TIMEOUT_MS = 10_000
+_BUSY_TIMEOUT_MS = 5_000        # writes (background): wait this long for another process's lock
+_READ_BUSY_TIMEOUT_MS = 250     # the reader's recency updates: a hint, never worth a slow recall
 _SWEEP_EVERY = 60.0      # seconds between two sweeps of expired rows (per store)
 _TOUCH_AFTER = 60.0      # a hit refreshes a row's "used" time when it is older than this
 _EVICT_TO = 0.9          # eviction brings the total down to this fraction of max_bytes
@@ -69,33 +72,49 @@ class SQLiteReasoningStore:
         self.hits = 0
         self.misses = 0
         self._next_sweep = 0.0
+        self.outage = Outage(f"sqlite:{path}")
         self._lock = threading.Lock()
         self._limiter = trio.CapacityLimiter(1)
+        self._read_lock = threading.Lock()
+        self._read_limiter = trio.CapacityLimiter(1)
         if path != ":memory:" and not os.path.exists(path):
             # Reasoning is the user's data: the file (and SQLite's -wal/-shm beside it,
             # which copy its mode) is readable by its owner only.
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self._db = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a crashed process loses nothing committed
-        with self._lock, self._write() as db:
-            # executescript would COMMIT the open transaction first: statement by statement.
-            for statement in _SCHEMA.split(";\n"):
-                if statement.strip():
-                    db.execute(statement)
+        self._db = self._connect(_BUSY_TIMEOUT_MS)
+        try:
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a crashed process loses nothing committed
+            with self._lock, self._write() as db:
+                # executescript would COMMIT the open transaction first: statement by statement.
+                for statement in _SCHEMA.split(";\n"):
+                    if statement.strip():
+                        db.execute(statement)
+            if path == ":memory:":  # one private database: one connection, one lock
+                self._reader, self._read_lock, self._read_limiter = self._db, self._lock, self._limiter
+            else:
+                self._reader = self._connect(_READ_BUSY_TIMEOUT_MS)
+        except BaseException:
+            self._db.close()  # a file that cannot serve: nothing left open behind the error
+            raise
+
+    def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000, isolation_level=None,
+                             check_same_thread=False)
+        db.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+        return db
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, db: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
         """One write transaction, taking the write lock up front (waits up to busy_timeout)."""
-        self._db.execute("BEGIN IMMEDIATE")
+        db = self._db if db is None else db
+        db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
+            yield db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        db.execute("COMMIT")
 
     # ------------------------------------------------------------------ async interface
 
@@ -104,12 +123,14 @@ class SQLiteReasoningStore:
         if not keys:
             return {}
         try:
-            found = await self._run(self._get_many, keys)
+            found = await self._run(self._get_many, keys, limiter=self._read_limiter)
         except sqlite3.Error as exc:
             # A store that fails costs the real reasoning, never the request: the repair
             # falls back to the turn's own text.
-            log.warning("reasoning store %s: read failed (%s); going on without it", self.path, exc)
+            self.outage.failed("a read", exc)
             found = {}
+        else:
+            self.outage.ok()
         self.hits += len(found)
         self.misses += len(keys) - len(found)
         return found
@@ -118,23 +139,27 @@ class SQLiteReasoningStore:
         try:
             await self._run(self._put, key, value)
         except sqlite3.Error as exc:
-            log.warning("reasoning store %s: write failed (%s); turn %s not remembered", self.path, exc, key)
+            self.outage.failed("a write", exc)
+        else:
+            self.outage.ok()
 
     async def aclose(self) -> None:
-        await self._run(self.close)
+        # No limiter: close() takes both locks, so it waits for a call in flight, and an
+        # abandoned call may still hold a limiter.
+        await trio.to_thread.run_sync(self.close, abandon_on_cancel=True)
 
     # Blocking, for tests and tools (the event loop never calls these).
     def total_bytes(self) -> int:
         """The total size of the rows (all processes'), as the triggers keep it."""
-        with self._lock:
-            return self._db.execute("SELECT bytes FROM reasoning_total WHERE id = 0").fetchone()[0]
+        with self._read_lock:
+            return self._reader.execute("SELECT bytes FROM reasoning_total WHERE id = 0").fetchone()[0]
 
     def count(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT count(*) FROM reasoning").fetchone()[0]
+        with self._read_lock:
+            return self._reader.execute("SELECT count(*) FROM reasoning").fetchone()[0]
 
-    async def _run(self, fn, *args):
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+    async def _run(self, fn, *args, limiter: trio.CapacityLimiter | None = None):
+        return await trio.to_thread.run_sync(fn, *args, limiter=limiter or self._limiter, abandon_on_cancel=True)
 
     # ------------------------------------------------------------------ in the worker thread
 
@@ -142,8 +167,8 @@ class SQLiteReasoningStore:
         now = self._clock()
         found: dict[str, Reasoning] = {}
         stale: list[str] = []
-        with self._lock:
-            db = self._db
+        with self._read_lock:
+            db = self._reader
             for start in range(0, len(keys), 500):  # SQLite's bound on host parameters
                 chunk = keys[start:start + 500]
                 marks = ",".join("?" * len(chunk))
@@ -157,7 +182,7 @@ class SQLiteReasoningStore:
                         stale.append(key)
             if stale:
                 try:
-                    with self._write():
+                    with self._write(db):
                         db.executemany("UPDATE reasoning SET used = ? WHERE key = ?", [(now, k) for k in stale])
                 except sqlite3.OperationalError:
                     pass  # busy past the timeout: recency is a hint, the answer is what matters
@@ -197,3 +222,6 @@ class SQLiteReasoningStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        if self._reader is not self._db:
+            with self._read_lock:
+                self._reader.close()

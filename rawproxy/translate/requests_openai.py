@@ -4,9 +4,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from ..core import client_json
 from ..core.errors import ClientError
 from ..core.ids import make_signature, sanitize_tool_id, turn_key_of
 from ..core.messages import reasoning_of
@@ -77,11 +77,14 @@ def _o2a_assistant(msg: dict, where: str) -> list[dict]:
         signature = make_signature(turn_key_of(first_id or ""))
         blocks.append({"type": "thinking", "thinking": reasoning, "signature": signature})
     blocks.extend(_o2a_parts(msg.get("content"), where))
-    for call in calls:
+    for k, call in enumerate(calls):
         fn = call.get("function") or {}
         raw = fn.get("arguments") or "{}"
         try:
-            args = json.loads(raw) if isinstance(raw, str) else raw
+            # Strict: the parsed arguments go to the upstream as JSON, so NaN, lone
+            # surrogates or absurd nesting inside the string are refused here.
+            field = f"{where}.tool_calls[{k}].function.arguments"
+            args = client_json.loads(raw, field, field) if isinstance(raw, str) else raw
         except ValueError:
             problem = f"{where}: tool call {fn.get('name')!r} has arguments that are not valid JSON"
             raise ClientError(problem) from None

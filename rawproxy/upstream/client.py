@@ -43,6 +43,11 @@ class UpstreamResponse:
     _metrics: Metrics | None = None
     _closed: bool = False
 
+    @property
+    def where(self) -> str:
+        """The upstream's URL as errors name it: without credentials."""
+        return self._where
+
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
             if key.lower() == name:

@@ -148,11 +148,12 @@ def test_openai_sdk_tool_loop(proxy, sim, stream, params):
 
 # --- LangChain ----------------------------------------------------------------------------
 
-def langchain_loop(base_url: str, stream: bool):
+def langchain_loop(base_url: str, stream: bool, http_client=None):
     from langchain_core.messages import HumanMessage, ToolMessage
     from langchain_openai import ChatOpenAI
 
-    llm = ChatOpenAI(model="kimi-k2.5", base_url=base_url, api_key="client-key", temperature=0.7, max_retries=0)
+    llm = ChatOpenAI(model="kimi-k2.5", base_url=base_url, api_key="client-key", temperature=0.7, max_retries=0,
+                     http_client=http_client)
     bound = llm.bind_tools(TOOLS_OPENAI)
     messages = [HumanMessage("Look at the project and summarise it.")]
     outputs: list[str] = []

@@ -174,3 +174,17 @@ def test_a_full_upstream_pool_is_a_503_that_says_so(sim, proxies):
     holder.join()
     assert r.status_code == 503 and "--upstream-connections" in r.json()["error"]["message"]
     assert 0.4 < waited < 2.0
+
+
+def test_a_responses_stream_cut_by_the_proxy_ends_with_response_failed(sim, proxies):
+    """The server's own cut (request ceiling) reaches a Responses client as its terminal
+    `response.failed` event, never as a stream that just stops (which Codex would retry
+    as if the network had dropped) or as another dialect's error chunk."""
+    proxy = proxies("openai", "--request-timeout", "1.5", sim=sim)
+    o = openai.OpenAI(base_url=proxy.url + "/v1", api_key="k", max_retries=0)
+    sim.fault("stall-after=3;seconds=4")
+    with o.responses.stream(model="kimi-k2.5", input="hello") as events:
+        kinds = [event.type for event in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.failed", kinds
+    assert "response.completed" not in kinds
+    assert health_ok(proxy.url)

@@ -9,8 +9,10 @@ by another worker or by a proxy that has since been killed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -175,11 +177,22 @@ def test_a_killed_worker_is_restarted_and_the_port_keeps_serving(workers):
     assert "died with signal SIGKILL" in workers.output()
 
 
+def _rows(store: str) -> int:
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        return db.execute("SELECT count(*) FROM reasoning").fetchone()[0]
+
+
 def test_a_conversation_spans_a_restart_of_the_whole_proxy(simulator, sim, tmp_path):
     store = str(tmp_path / "reasoning.sqlite3")
     messages, outputs, served = new_conversation(), [], []
     first = Workers(simulator, store, str(tmp_path / "first.log"))
     assert conversation_turn(first, 0, messages, outputs, served, stream=True)
+    # Reasoning is written off the client's path, moments after the answer: the crash
+    # comes once it is on disk (a crash sooner costs that one turn its restoration).
+    deadline = time.monotonic() + 5
+    while not _rows(store):
+        assert time.monotonic() < deadline, "the first turn's reasoning never reached the store"
+        time.sleep(0.01)
     first.kill_all()
 
     second = Workers(simulator, store, str(tmp_path / "second.log"))

@@ -121,3 +121,12 @@ def test_tap_remembers_nothing_for_answers_without_tool_calls():
     tap = OpenAITap("d" * 20, "call")
     tap.message({"choices": [{"index": 0, "message": {"reasoning_content": "r", "content": "hi"}}]})
     assert tap.remembered() is None
+
+
+def test_the_sealing_secret_comes_from_the_flag_or_environment_and_must_be_long_enough():
+    assert load_settings([], env={"PROXY_SECRET": "s" * 16}).secret == "s" * 16
+    assert load_settings(["--secret", "f" * 20], env={"PROXY_SECRET": "s" * 16}).secret == "f" * 20
+    assert load_settings([], env={}).secret == ""  # a random one is made at start-up
+    with pytest.raises(ConfigError, match="at least 16"):
+        load_settings([], env={"PROXY_SECRET": "short"})
+    assert "s" * 16 not in repr(load_settings([], env={"PROXY_SECRET": "s" * 16}))

@@ -439,3 +439,16 @@ def test_agent_calls_the_tool_the_user_names_ignoring_system_reminders():
         {"type": "text", "text": "Use the Bash tool to run a command."}]}]}
     answer = Agent().answer(conversation_anthropic(body, True))
     assert [c.name for c in answer.tool_calls] == ["Bash"]
+
+
+def test_agent_gives_codex_exec_command_a_harmless_shell_command():
+    """Codex's shell tool takes `cmd`: the scripted agent fills it as it does Bash's `command`."""
+    from rawproxy.simulator.agent import Agent, conversation_openai
+
+    tool = {"type": "function", "function": {"name": "exec_command", "parameters": {
+        "type": "object", "properties": {"cmd": {"type": "string"}, "login": {"type": "boolean"}},
+        "required": ["cmd"]}}}
+    body = {"model": "kimi-k2.5", "tools": [tool],
+            "messages": [{"role": "user", "content": "Use exec_command to run a command."}]}
+    answer = Agent().answer(conversation_openai(body, True))
+    assert [c.arguments for c in answer.tool_calls] == [{"cmd": "echo step-1"}]
