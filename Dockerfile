@@ -24,7 +24,11 @@ ENV PYTHONUNBUFFERED=1 \
 
 COPY pyproject.toml README.md /src/
 COPY rawproxy /src/rawproxy
+# Optional extras on top of the runtime set: `--build-arg EXTRAS=redis` for a Redis store
+# (docker-compose.yml and deploy/kubernetes/ need it; it adds about 20 MB).
+ARG EXTRAS=""
 RUN pip install --no-cache-dir /src \
+ && if [ -n "$EXTRAS" ]; then pip install --no-cache-dir "/src[$EXTRAS]"; fi \
  && rm -rf /src \
  && useradd --system --user-group --uid 10001 --home-dir /var/lib/rawproxy --create-home rawproxy \
  && chmod 700 /var/lib/rawproxy

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import resource
 import shutil
@@ -47,10 +48,16 @@ class Bench:
     def settle(self, s: systems.System) -> None:
         self.waited += systems.settle([s, self.mock])
 
-    def nonstream(self, target, conc: int, secs: float) -> dict:
+    def nonstream(self, target, conc: int, secs: float, s: systems.System | None = None) -> dict:
+        """One closed-loop run; with `s`, also the CPU the system used per request over it."""
+        cpu0 = s.cpu_seconds() if s is not None and s.cmd is not None else None
         if self.use_wrk:
-            return load.nonstream_wrk(target, conc, secs, self.cores["load"])
-        return asyncio.run(load.nonstream_own(target, conc, secs))
+            out = load.nonstream_wrk(target, conc, secs, self.cores["load"])
+        else:
+            out = asyncio.run(load.nonstream_own(target, conc, secs))
+        if cpu0 is not None and s is not None and out["requests"]:
+            out["cpu_us_per_req"] = (s.cpu_seconds() - cpu0) / out["requests"] * 1e6
+        return out
 
     def run_route(self, s: systems.System, route: systems.Route) -> dict:
         c, t = self.cfg, route.target
@@ -61,16 +68,23 @@ class Bench:
         # report TTFB), then the measured runs.
         asyncio.run(load.nonstream_own(t, 8, c["warmup"]))
         probe = asyncio.run(load.nonstream_own(t, 1, c["probe"]))
-        row["c1"] = self.nonstream(t, 1, c["c1"])
+        row["c1"] = self.nonstream(t, 1, c["c1"], s)
         row["c1"]["ttfb"] = probe["ttfb"]
-        row["c32"] = self.nonstream(t, 32, c["c32"])
+        row["c32"] = self.nonstream(t, 32, c["c32"], s)
         if c["sat"]:
-            row["sat"] = self.nonstream(t, c["sat_conc"], c["sat"])
+            row["sat"] = self.nonstream(t, c["sat_conc"], c["sat"], s)
+        # A Claude Code-sized turn (about 50 KB): CPU per request and latency at c=1.
+        big = dataclasses.replace(t, pad=45_000)
+        asyncio.run(load.nonstream_own(big, 1, c["warmup"]))
+        row["big"] = self.nonstream(big, 1, c["c1"], s)
+        row["big"]["body_bytes"] = len(big.body(stream=False))
+        row["body_bytes"] = len(t.body(stream=False))
         # Warm the upstream pool for 200 streams, then measure.
         asyncio.run(load.streams(t, c["streams"], 5, c["rate"], timeout=10))
         self.settle(s)
         events = int(c["rate"] * c["stream_secs"])
-        row["stream"] = asyncio.run(load.streams(t, c["streams"], events, c["rate"], timeout=c["stream_secs"] + c["stream_grace"]))
+        row["stream"] = asyncio.run(load.streams(t, c["streams"], events, c["rate"], timeout=c["stream_secs"] + c["stream_grace"],
+                                                 cpu=s.cpu_seconds if s.cmd is not None else None))
         return row
 
     def run_system(self, s: systems.System) -> dict:

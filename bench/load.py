@@ -79,10 +79,20 @@ class Target:
     port: int
     path: str      # "/v1/messages" or "/v1/chat/completions"
     headers: dict = field(default_factory=dict)
+    pad: int = 0   # grow the tool result by about this many bytes (50 KB: a Claude Code-sized turn)
 
     def body(self, stream: bool, prompt: str = "List the files.") -> bytes:
         make = anthropic_body if self.dialect == "anthropic" else openai_body
-        return json.dumps(make(stream, prompt)).encode()
+        body = make(stream, prompt)
+        if self.pad:
+            line = "src/module.py:12: def handler(request): return respond(request, status=200)\n"
+            text = line * (self.pad // len(line) + 1)
+            result = body["messages"][-2]
+            if isinstance(result["content"], list):
+                result["content"][0]["content"] += text
+            else:
+                result["content"] += text
+        return json.dumps(body).encode()
 
     def request(self, stream: bool, prompt: str = "List the files.") -> bytes:
         body = self.body(stream, prompt)
@@ -320,13 +330,17 @@ class _StreamRun:
 
 
 async def streams(target: Target, n_streams: int, events: int, rate: float, timeout: float,
-                  hold=None) -> dict:
+                  hold=None, cpu=None) -> dict:
     """Open n_streams concurrent streams of `events` events at `rate`/s each; record the
     delay of every event (client receipt - mock send, monotonic ns) and the TTFB.
 
     With `hold` (an async callable), once every stream has received its first stamped event
     (or after `timeout`), call hold() while all streams are open, then abort them all:
-    used to read RSS with many open streams."""
+    used to read RSS with many open streams.
+
+    With `cpu` (a callable giving the system's CPU seconds so far), the CPU it used per
+    event is measured from the moment every stream has its first event to the end (the
+    connection ramp is left out, as for the delays)."""
     loop = asyncio.get_running_loop()
     run = _StreamRun(target.request(stream=True, prompt=f"Go on. bench events={events} rate={rate:g}"))
     started = asyncio.Event()
@@ -349,7 +363,7 @@ async def streams(target: Target, n_streams: int, events: int, rate: float, time
         if i % 50 == 49:
             await asyncio.sleep(0.005)
     t_opened = time.monotonic_ns()
-    held = None
+    held = cpu_window = None
     if hold is not None:
         try:
             await asyncio.wait_for(started.wait(), timeout)
@@ -360,8 +374,20 @@ async def streams(target: Target, n_streams: int, events: int, rate: float, time
             if c.tr is not None:
                 c.tr.abort()
     else:
+        # Until every stream has its first event the window starts at the last connect
+        # (the ramp included: a system that cannot open them all still gets a figure).
+        mark = {"cpu": cpu(), "n": len(run.delays)} if cpu is not None else {}
+
+        async def sample():
+            await started.wait()
+            mark["cpu"], mark["n"] = cpu(), len(run.delays)
+        sampler = asyncio.ensure_future(sample()) if cpu is not None else None
         pending = [c.done for c in conns]
         _, not_done = await asyncio.wait(pending, timeout=timeout) if pending else (None, [])
+        if sampler is not None:
+            sampler.cancel()
+            if len(run.delays) > mark["n"]:
+                cpu_window = {"cpu_s": cpu() - mark["cpu"], "events": len(run.delays) - mark["n"]}
         if not_done:
             run.errors += len(not_done)
             run.last_error = f"{len(not_done)} streams unfinished at the timeout".encode()
@@ -380,4 +406,4 @@ async def streams(target: Target, n_streams: int, events: int, rate: float, time
             "expected_events": n_streams * events, "delivered_events": delivered,
             "streams_started": first["n"], "events_per_s": delivered / elapsed if elapsed else 0.0,
             "delay": summarize(steady), "ttfb": summarize(run.ttfb), "errors": run.errors,
-            "last_error": run.last_error.decode("latin-1")[:300] or None, "held": held, "elapsed_s": elapsed}
+            "last_error": run.last_error.decode("latin-1")[:300] or None, "held": held, "elapsed_s": elapsed, "cpu_window": cpu_window}

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,13 +54,17 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 15.0) -> None:
 
 
 class Redis:
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, cluster: bool = False) -> None:
         server, self.cli_path = shutil.which("redis-server"), shutil.which("redis-cli")
         if not server or not self.cli_path:
             raise SystemExit("redis-server and redis-cli are needed (apt-get install redis-server)")
         self.port = free_port()
+        while cluster and self.port > 55535:  # the cluster bus listens on port + 10000
+            self.port = free_port()
+        self.follow = ["-c"] if cluster else []  # redis-cli follows a cluster's MOVED answers
+        extra = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"] if cluster else []
         self.proc = subprocess.Popen([server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", folder], stdout=subprocess.DEVNULL)
+                                      "--appendonly", "no", "--dir", folder, *extra], stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while self.cli("ping").strip() != "PONG":
             if time.monotonic() > deadline:
@@ -69,7 +72,7 @@ class Redis:
             time.sleep(0.05)
 
     def cli(self, *args: str) -> str:
-        return subprocess.run([self.cli_path, "-p", str(self.port), *args], capture_output=True, text=True,
+        return subprocess.run([self.cli_path, *self.follow, "-p", str(self.port), *args], capture_output=True, text=True,
                               timeout=10).stdout
 
     def info(self, section: str) -> dict[str, str]:
@@ -83,6 +86,53 @@ class Redis:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+class Nodes:
+    """One Redis, or three masters made a Redis Cluster; figures summed over the nodes."""
+
+    def __init__(self, folder: str, cluster: bool) -> None:
+        self.nodes = [Redis(folder, cluster) for _ in range(3 if cluster else 1)]
+        self.cluster = cluster
+        if cluster:
+            out = subprocess.run([self.nodes[0].cli_path, "--cluster", "create",
+                                  *(f"127.0.0.1:{n.port}" for n in self.nodes), "--cluster-replicas", "0",
+                                  "--cluster-yes"], capture_output=True, text=True, timeout=60)
+            if out.returncode:
+                raise RuntimeError(out.stdout + out.stderr)
+            deadline = time.monotonic() + 20
+            while not all("cluster_state:ok" in n.cli("cluster", "info") for n in self.nodes):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the cluster did not form")
+                time.sleep(0.1)
+
+    @property
+    def url(self) -> str:
+        if self.cluster:
+            return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def cli_all(self, *args: str) -> None:
+        for n in self.nodes:
+            n.cli(*args)
+
+    def total(self, section: str, key: str) -> int:
+        return sum(int(n.info(section)[key]) for n in self.nodes)
+
+    def dbsize(self) -> int:
+        return sum(int(n.cli("dbsize").strip()) for n in self.nodes)
+
+    def commands(self) -> dict[str, int]:
+        calls: dict[str, int] = {}
+        for n in self.nodes:
+            for k, v in n.info("commandstats").items():
+                name = k.removeprefix("cmdstat_")
+                calls[name] = calls.get(name, 0) + int(v.split(",")[0].split("=")[1])
+        return calls
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
 
 
 async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int, body: bytes) -> dict:
@@ -170,43 +220,42 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each load run (bounded)")
     ap.add_argument("--sessions", type=int, default=32, help="concurrent agent sessions")
     ap.add_argument("--turns", type=int, default=8, help="tool-call turns per conversation")
+    ap.add_argument("--cluster", action="store_true", help="a 3-node Redis Cluster instead of one node")
     args = ap.parse_args()
     folder = tempfile.mkdtemp(prefix="rawproxy-scaling-")
     mock_port = free_port()
     mock = subprocess.Popen([sys.executable, "-m", "bench.mock_upstream", "--port", str(mock_port)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    redis = Redis(folder)
-    results: dict = {"sessions": args.sessions, "turns_per_conversation": args.turns}
+    redis = Nodes(folder, args.cluster)
+    results: dict = {"sessions": args.sessions, "turns_per_conversation": args.turns, "cluster": args.cluster}
     try:
         wait_ready(f"http://127.0.0.1:{mock_port}/v1/health", mock)
-        for store in ("memory", f"redis://127.0.0.1:{redis.port}/0"):
+        for store in ("memory", redis.url):
             kind = store.partition(":")[0]
             proc, port = _proxy(mock_port, store, folder, kind)
             try:
                 asyncio.run(_load(port, 4, args.turns, 1.0))  # warm up: connections, caches
-                redis.cli("config", "resetstat")
-                before = int(redis.info("memory")["used_memory"])
-                keys_before = int(redis.cli("dbsize").strip())
+                redis.cli_all("config", "resetstat")
+                before = redis.total("memory", "used_memory")
+                keys_before = redis.dbsize()
                 run = asyncio.run(_load(port, args.sessions, args.turns, args.seconds))
                 run["proxy"] = _reasoning_counters(port)
-                if kind == "redis":
-                    stats, commands = redis.info("stats"), redis.info("commandstats")
-                    calls = {k.removeprefix("cmdstat_"): int(v.split(",")[0].split("=")[1])
-                             for k, v in commands.items()}
-                    keys = int(redis.cli("dbsize").strip()) - keys_before
+                if kind != "memory":
+                    calls = redis.commands()
+                    keys = redis.dbsize() - keys_before
                     run["redis"] = {
                         "commands": calls,
                         "commands_per_turn": {c: round(n / run["turns"], 3) for c, n in calls.items()},
-                        "net_in_bytes_per_turn": round(int(stats["total_net_input_bytes"]) / run["turns"]),
-                        "net_out_bytes_per_turn": round(int(stats["total_net_output_bytes"]) / run["turns"]),
+                        "net_in_bytes_per_turn": round(redis.total("stats", "total_net_input_bytes") / run["turns"]),
+                        "net_out_bytes_per_turn": round(redis.total("stats", "total_net_output_bytes") / run["turns"]),
                         "keys": keys,
-                        "used_memory_per_key": round((int(redis.info("memory")["used_memory"]) - before) / max(1, keys)),
+                        "used_memory_per_key": round((redis.total("memory", "used_memory") - before) / max(1, keys)),
                     }
                 results[kind] = run
             finally:
                 proc.terminate()
                 proc.wait(40)
-        results["memory_usage_by_reasoning_bytes"] = _value_memory(redis)
+        results["memory_usage_by_reasoning_bytes"] = _value_memory(redis.nodes[0])
     finally:
         redis.stop()
         mock.terminate()

@@ -20,6 +20,7 @@ from . import deps
 from .load import Target
 
 ROOT = deps.ROOT
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 LOGS = deps.CACHE / "logs"
 
 
@@ -93,6 +94,10 @@ class System:
 
     def cpu_ticks(self) -> int:
         return sum(cpu_ticks_of(p) for p in self.pids())
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the system's processes so far, from /proc (the tick's resolution)."""
+        return self.cpu_ticks() / CLK_TCK
 
     def log_tail(self, n: int = 600) -> str:
         try:

@@ -16,6 +16,9 @@ from collections.abc import Callable, Iterable
 # Upstream answers run from milliseconds (errors) to many minutes (long thinking streams).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                    120.0, 300.0, 600.0, 1800.0)
+# What the proxy itself adds before the upstream sees a request: well under a millisecond
+# for a small body, tens of milliseconds for a large one or a slow store recall.
+ADDED_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 def _escape(value: str) -> str:
@@ -198,9 +201,17 @@ class Metrics:
         self.retries = Counter("rawproxy_upstream_retries_total",
                                "Upstream requests sent again, by what the previous attempt got.", ("reason",))
         self.repairs = Counter("rawproxy_repairs_total", "Kimi repairs applied, by kind.", ("kind",))
+        self.tokens = Counter("rawproxy_tokens_total",
+                              "Tokens the upstream reported, by upstream model (after the model map) and kind: "
+                              "input (cached included), output, cached_input, reasoning (where reported).",
+                              ("model", "kind"))
+        self.added_seconds = Histogram("rawproxy_added_latency_seconds",
+                                       "Time from a request's arrival (its body read) to sending it upstream: "
+                                       "parsing, translation, repair, reasoning recall.", ADDED_BUCKETS)
         self.open_streams.set(0)
         self._all: list[Counter | Histogram] = [self.info, self.requests, self.request_seconds, self.streams, self.open_streams,
-                     self.upstream_ttfb, self.upstream_seconds, self.upstream_errors, self.retries, self.repairs]
+                     self.upstream_ttfb, self.upstream_seconds, self.upstream_errors, self.retries, self.repairs,
+                     self.tokens, self.added_seconds]
         self._collectors: list[Callable[[], Iterable[Family]]] = []
 
     def add_collector(self, collect: Callable[[], Iterable[Family]]) -> None:

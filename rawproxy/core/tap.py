@@ -13,15 +13,18 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
+from . import jsonfast
 from .ids import tool_call_id
 from .messages import reasoning_of
 from .reasoning import Reasoning
 from .sse import SSEEvent, encode_event
+from .usage import TokenUsage, json_object
 
 
 class Tap(Protocol):
     turn_key: str
     tool_calls: int
+    usage: TokenUsage  # filled as the answer passes: the access log and the token metric read it
 
     def message(self, body: dict) -> None: ...
 
@@ -39,7 +42,7 @@ def tap_for(upstream_format: str, turn_key: str, prefix: str) -> Tap:
 
 
 class _Collected:
-    __slots__ = ("turn_key", "prefix", "parts", "signature", "tool_calls")
+    __slots__ = ("turn_key", "prefix", "parts", "signature", "tool_calls", "usage")
 
     def __init__(self, turn_key: str, prefix: str) -> None:
         self.turn_key = turn_key
@@ -47,6 +50,7 @@ class _Collected:
         self.parts: list[str] = []
         self.signature: str | None = None
         self.tool_calls = 0
+        self.usage = TokenUsage()
 
     def remembered(self) -> Reasoning | None:
         """What to store: only answers with tool calls get replayed as tool-call turns."""
@@ -65,6 +69,7 @@ class AnthropicTap(_Collected):
 
     def message(self, body: dict) -> None:
         """A whole (non-streamed) message: rewrite ids in place, collect thinking."""
+        self.usage.read_anthropic(body.get("usage"))
         for block in body.get("content") or ():
             kind = block.get("type")
             if kind == "thinking":
@@ -80,14 +85,14 @@ class AnthropicTap(_Collected):
         kind = ev.event
         if kind == "content_block_delta":
             if self._in_thinking:
-                delta = json.loads(ev.data).get("delta") or {}
+                delta = jsonfast.loads(ev.data).get("delta") or {}
                 if delta.get("type") == "thinking_delta":
                     self.parts.append(delta.get("thinking") or "")
                 elif delta.get("type") == "signature_delta":
                     self.signature = delta.get("signature") or self.signature
             return ev
         if kind == "content_block_start" or (kind is None and '"content_block_start"' in ev.data):
-            doc = json.loads(ev.data)
+            doc = jsonfast.loads(ev.data)
             block = doc.get("content_block") or {}
             btype = block.get("type")
             self._in_thinking = btype == "thinking"
@@ -101,6 +106,12 @@ class AnthropicTap(_Collected):
             return ev
         if kind == "content_block_stop":
             self._in_thinking = False
+        elif kind in ("message_start", "message_delta"):  # once each per answer: cheap to parse
+            doc = json_object(ev.data) or {}
+            usage = doc.get("usage")
+            if kind == "message_start" and isinstance(doc.get("message"), dict):
+                usage = doc["message"].get("usage")
+            self.usage.read_anthropic(usage)
         return ev
 
 
@@ -112,6 +123,7 @@ class OpenAITap(_Collected):
         self._seen: set[tuple[int, int]] = set()
 
     def message(self, body: dict) -> None:
+        self._take_usage(body)
         for choice in body.get("choices") or ():
             msg = choice.get("message") or {}
             text = reasoning_of(msg)
@@ -125,12 +137,14 @@ class OpenAITap(_Collected):
         if not ev.dispatch:
             return ev
         data = ev.data
+        if '"usage"' in data:  # Kimi's last choice chunk, or the include_usage chunk
+            self._take_usage(json_object(data) or {})
         # Most chunks carry only `content`: skip the parse unless the chunk can matter.
         if "reasoning" not in data and "tool_calls" not in data:
             return ev
         if data == "[DONE]":
             return ev
-        doc = json.loads(data)
+        doc = jsonfast.loads(data)
         changed = False
         for choice in doc.get("choices") or ():
             delta = choice.get("delta") or {}
@@ -149,3 +163,13 @@ class OpenAITap(_Collected):
             return ev
         out = json.dumps(doc, ensure_ascii=False)
         return SSEEvent(None, out, encode_event(out), True)
+
+    def _take_usage(self, doc: dict) -> None:
+        """Usage at the top level (a whole answer, an include_usage chunk) or, as Kimi
+        streams it, inside the last choice."""
+        usage = doc.get("usage")
+        if not isinstance(usage, dict):
+            choices = doc.get("choices")
+            first = choices[0] if isinstance(choices, list) and choices else None
+            usage = first.get("usage") if isinstance(first, dict) else None
+        self.usage.read_openai(usage)

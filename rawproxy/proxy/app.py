@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 import trio
 
@@ -23,10 +24,12 @@ from ..core.reasoning import ReasoningStore
 from ..core.seal import ReasoningSeal
 from ..core.settings import Settings
 from ..core.urls import without_userinfo
+from ..core.usage import TOKEN_KINDS
 from ..server.http import Request, RequestHead, Response, json_response
 from ..store.keeper import ReasoningKeeper
 from ..store.memory import MemoryReasoningStore
 from ..upstream import RetryPolicy, Upstream
+from . import dashboard
 from .models import ModelList
 from .outcome import Outcome
 from .peers import WorkerPeers
@@ -42,7 +45,6 @@ from .requests import (
     validate_responses,
 )
 from .responses import ResponsesRoute
-from .responses import cut_event as responses_cut_event
 
 Handler = Callable[[Request, Outcome], Awaitable[Response]]
 _MIB = 1024 * 1024
@@ -86,8 +88,10 @@ class ProxyApp:
         # The one way to the store: tenants, writes off the client's path, bounded recalls.
         self.reasoning = ReasoningKeeper(self.store, name=without_userinfo(settings.store))
         self.metrics.add_collector(store_collector(self.reasoning))
-        # Under --workers: a scrape answers for every worker (run.py starts peers.serve).
-        self.peers = (WorkerPeers(settings.worker_dir, self.worker, self.metrics.snapshot)
+        self.recent = dashboard.RecentRequests()
+        # Under --workers: a scrape answers for every worker (run.py starts peers.serve);
+        # the snapshot carries this worker's recent requests too, for the dashboard.
+        self.peers = (WorkerPeers(settings.worker_dir, self.worker, self._snapshot)
                       if settings.worker_dir else None)
         self.messages = Completion(settings, self.upstream, self.reasoning, ANTHROPIC, self.metrics)
         self.chat = Completion(settings, self.upstream, self.reasoning, OPENAI, self.metrics)
@@ -102,6 +106,8 @@ class ProxyApp:
             "/v1/models": ("GET", self._model_list),
             "/health": ("GET", self._health),
             "/metrics": ("GET", self._metrics),
+            "/dashboard": ("GET", self._dashboard_page),
+            "/dashboard.json": ("GET", self._dashboard_json),
         }
 
     def error_response(self, path: str, status: int, message: str) -> Response:
@@ -109,8 +115,6 @@ class ProxyApp:
 
     def stream_error(self, path: str, status: int, message: str) -> bytes:
         """The error event for a stream the server cuts (request ceiling, shutdown)."""
-        if path.rstrip("/") == "/v1/responses":
-            return responses_cut_event(message)
         return error_event(dialect_of_path(path), status, message)
 
     def _authorized(self, request: RequestHead) -> bool:
@@ -123,8 +127,9 @@ class ProxyApp:
         return ok
 
     def _denied(self, head: RequestHead, path: str) -> Response | None:
-        """The 401 of a request without a valid access key (any route but /health)."""
-        if not self._access_keys or path == "/health" or self._authorized(head):
+        """The 401 of a request without a valid access key (any route but /health and the
+        dashboard's page, which holds no data: its figures come from /dashboard.json)."""
+        if not self._access_keys or path in ("/health", "/dashboard") or self._authorized(head):
             return None
         dialect = dialect_of_request(head) if path == "/v1/models" else dialect_of_path(path)
         return error_response(dialect, 401, "a valid proxy access key is required "
@@ -138,14 +143,15 @@ class ProxyApp:
         response = self._denied(head, path)
         if response is not None:
             route_label = path if path in self._routes else "other"
-            self._record(head.method, path, route_label, response.status, started, Outcome())
+            self._record(head.method, path, route_label, response.status, started,
+                         Outcome(client=dashboard.client_label(head)))
             if self._worker_header is not None:
                 response.headers.append(self._worker_header)
         return response
 
     async def __call__(self, request: Request) -> Response:
         started = time.perf_counter()
-        outcome = Outcome()
+        outcome = Outcome(client=dashboard.client_label(request))
         path = request.path.rstrip("/") or "/"
         route = self._routes.get(path)
         method = request.method
@@ -185,17 +191,25 @@ class ProxyApp:
             metrics.repairs.inc(kind)
         if outcome.stream is not None:
             metrics.streams.inc(route, outcome.stream)
-        if path in ("/health", "/metrics"):
-            return  # probes and scrapes would drown the log
+        if outcome.sent_upstream_at is not None:
+            metrics.added_seconds.observe(outcome.sent_upstream_at - started)
+        tokens = outcome.usage.reported() if outcome.usage is not None else {}
+        for kind, count in tokens.items():
+            metrics.tokens.inc(outcome.model, kind, by=count)
+        if path in dashboard.PROBES:
+            return  # probes, scrapes and the dashboard's polling would drown the log
+        self.recent.add(method, route, status, seconds, outcome, self.worker)
         repairs = ",".join(outcome.repairs) or "-"
         access_log.info(
-            "%s %s %d %.1fms upstream=%s model=%s repairs=%s%s",
+            "%s %s %d %.1fms upstream=%s model=%s repairs=%s%s%s",
             method, path, status, seconds * 1000, outcome.upstream_status, outcome.model or "-", repairs,
             f" stream={outcome.stream}" if outcome.stream else "",
+            f" tokens={tokens.get('input', '-')}/{tokens.get('output', '-')}" if tokens else "",
             extra={"fields": {
                 "method": method, "route": route, "path": path, "status": status,
                 "duration_ms": round(seconds * 1000, 1), "upstream_status": outcome.upstream_status,
                 "model": outcome.model or None, "repairs": outcome.repairs, "stream": outcome.stream,
+                **{f"tokens_{kind}": tokens.get(kind) for kind in TOKEN_KINDS},
             }},
         )
 
@@ -290,6 +304,21 @@ class ProxyApp:
         peers = await self.peers.gather() if self.peers is not None else None
         return Response(200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
                         self.metrics.render(peers))
+
+    def _snapshot(self) -> dict:
+        """This process's figures and its recent requests (what a peer's scrape reads)."""
+        return {**self.metrics.snapshot(), "recent": self.recent.snapshot()}
+
+    async def _dashboard_page(self, request: Request, outcome: Outcome) -> Response:
+        return Response(200, list(dashboard.PAGE_HEADERS), dashboard.page())
+
+    async def _dashboard_json(self, request: Request, outcome: Outcome) -> Response:
+        """The page's figures: every worker's, merged as a /metrics scrape merges them."""
+        peers = await self.peers.gather() if self.peers is not None else []
+        upstream = urlsplit(without_userinfo(self.settings.upstream))._replace(query="", fragment="").geturl()
+        doc = dashboard.stats([self._snapshot(), *peers], version=__version__, upstream=upstream,
+                              upstream_format=self.settings.upstream_format, store=await self._store_health())
+        return json_response(200, json.dumps(doc, separators=(",", ":")).encode(), [(b"cache-control", b"no-store")])
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The app's background work (writing remembered reasoning) until `aclose()`:

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..core.usage import TokenUsage
+
 StreamResult = Literal["complete", "error", "cancelled"]
 
 
@@ -14,6 +16,11 @@ class Outcome:
     upstream_status: int | None = None
     repairs: list[str] = field(default_factory=list)
     model: str = ""
+    # The tap's usage, filled while the answer passes (a stream's by its end); None for
+    # requests that never reached an upstream answer.
+    usage: TokenUsage | None = None
+    sent_upstream_at: float | None = None  # perf_counter() when the upstream request left
+    client: str = ""  # a short label for the dashboard: never the key
     # A streamed answer is logged when it ends, not when its head leaves: the relay sets
     # `stream` to how it ended and calls `on_end` (set by the app) once.
     stream: StreamResult | None = None

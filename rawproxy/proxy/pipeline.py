@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from .. import kimi, translate
+from ..core import jsonfast
 from ..core.dialects import ANTHROPIC, Dialect
 from ..core.errors import ClientError, UpstreamError, redact_bytes, upstream_error_message
 from ..core.ids import new_turn_key
@@ -58,12 +60,13 @@ class Completion:
         store = self.store_for(request)
         if self.settings.is_kimi(body["model"]):
             await self.repair(body, outcome, store)
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        payload = jsonfast.dumps_bytes(body)
         if self.settings.debug:
             log.debug("upstream request %s model=%s (client asked for %s) repairs=%s",
                       self.url, body["model"], client_model, ",".join(outcome.repairs) or "-")
         headers = upstream_headers(request, self.upstream_format, self.settings.api_key, stream,
                                    not self.settings.access_keys)
+        outcome.sent_upstream_at = time.perf_counter()
         up = await self.upstream.send("POST", self.url, headers, payload)
         outcome.upstream_status = up.status
         if up.status >= 400:
@@ -74,6 +77,7 @@ class Completion:
                                              "not follow: check the upstream URL")
         turn_key = new_turn_key()
         tap = tap_for(self.upstream_format, turn_key, "toolu" if self.client == ANTHROPIC else "call")
+        outcome.usage = tap.usage  # the same object: a stream's usage is there by its end
         ctype = (up.header(b"content-type") or b"").lower()
         if stream and ctype.startswith(b"text/event-stream"):
             translator = self._stream_translator(client_model, turn_key, include_usage)
@@ -86,7 +90,7 @@ class Completion:
             raise UpstreamError(f"upstream {up.where} answered a streaming request with "
                                 f"{ctype.decode('latin-1') or 'no content type'}, not an event stream")
         try:
-            answer = json.loads(raw)
+            answer = jsonfast.loads(raw)
         except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             raise self._unusable("malformed", f"upstream {up.where} answered with a body that is not JSON") from None
         problem = _completion_problem(answer, self.upstream_format)

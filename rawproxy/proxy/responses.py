@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 
 from ..core.dialects import OPENAI
 from ..core.errors import ClientError
 from ..core.reasoning import Reasoning, ReasoningStore
 from ..core.seal import ReasoningSeal
-from ..core.sse import SSEParser, encode_event
+from ..core.sse import SSEParser
 from ..server.http import BodyStream, Request, Response, StreamAborted, json_response
 from ..translate.responses_api import (
     ChatToResponsesStream,
@@ -115,18 +114,6 @@ class ResponsesRoute:
         await store.put(_RESPONSE_KEY + response_id, Reasoning(json.dumps(history, ensure_ascii=False)))
 
 
-def cut_event(message: str) -> bytes:
-    """`response.failed` for a stream the server itself cuts (request ceiling, shutdown),
-    which knows neither the response nor its last sequence number: the largest number a
-    client parses keeps the sequence increasing, and a Responses client never takes the
-    cut stream for a finished one (Codex retries it)."""
-    response = {"id": new_response_id(), "object": "response", "created_at": int(time.time()), "status": "failed",
-                "error": {"code": "server_error", "message": message}, "output": [], "tools": [],
-                "tool_choice": "auto", "parallel_tool_calls": True}
-    event = {"type": "response.failed", "sequence_number": 2**31 - 1, "response": response}
-    return encode_event(json.dumps(event, ensure_ascii=False), "response.failed")
-
-
 def _input_items(body: dict) -> list:
     """A request's input as a list of items (a string is one user message)."""
     items = body.get("input")
@@ -158,6 +145,11 @@ class _ResponsesRelay:
     def __aiter__(self) -> AsyncIterator[bytes]:
         self._gen = self._run()
         return self._gen
+
+    def cut_event(self, status: int, message: str) -> bytes:
+        """`response.failed` with this response's id and next sequence number, for a stream
+        the server cuts (request ceiling, shutdown): never a stream that just stops."""
+        return b"".join(self._translator.fail(message))
 
     async def aclose(self) -> None:
         try:

@@ -65,7 +65,7 @@ class ConnectionHost(Protocol):
 class ClientConnection:
     __slots__ = ("server", "stream", "conn", "limits", "idle_scope", "request_scope", "gone", "torn",
                  "streaming", "abort_reason", "resting", "head_since", "linger_scope", "evicted", "held", "app_held",
-                 "head_request")
+                 "head_request", "body_stream")
 
     def __init__(self, server: ConnectionHost, stream: trio.SocketStream) -> None:
         self.server = server
@@ -85,6 +85,7 @@ class ClientConnection:
         self.held = 0            # bytes of the in-flight bound this request's body holds
         self.app_held = 0        # and what the app counted (Request.reserve) while it works
         self.head_request = False  # the request being answered is a HEAD: no body goes out
+        self.body_stream: BodyStream | None = None  # the stream being written, if any
 
     # ------------------------------------------------------------------ control
 
@@ -301,6 +302,7 @@ class ClientConnection:
 
     async def _respond(self, request: Request, path: str) -> bool:
         self.gone = self.torn = self.streaming = False
+        self.body_stream = None
         keep = done = False
         with trio.CancelScope(deadline=trio.current_time() + self.limits.request_timeout) as scope:
             self.request_scope = scope
@@ -320,7 +322,7 @@ class ClientConnection:
                 await self._reject(status, message, path, linger=False)
             elif our is h11.SEND_BODY and self.streaming and not self.torn:
                 try:
-                    await self._send(h11.Data(data=self.server.on_stream_error(path, status, message)))
+                    await self._send(h11.Data(data=self._cut_event(path, status, message)))
                 except BROKEN:
                     pass
         return False
@@ -384,8 +386,20 @@ class ClientConnection:
                 with trio.CancelScope(shield=True):
                     await aclose()
 
+    def _cut_event(self, path: str, status: int, message: str) -> bytes:
+        """The last event of a stream the server cuts: the stream's own when it can write one
+        that fits what it already sent (a Responses stream's `response.failed` must carry
+        its response id and next sequence number), else the app's for the path."""
+        own = getattr(self.body_stream, "cut_event", None)
+        if own is not None:
+            data = own(status, message)
+            if data:
+                return data
+        return self.server.on_stream_error(path, status, message)
+
     async def _send_stream(self, response: Response, stream: BodyStream) -> bool:
         self.streaming = True
+        self.body_stream = stream
         sending = True  # until the head is out, a cut write leaves nothing to add to
         finished = False
         async with trio.open_nursery() as nursery:
@@ -393,12 +407,24 @@ class ClientConnection:
                                else self.request_scope)
             # Everything is caught inside the nursery: trio would wrap it in an ExceptionGroup.
             try:
-                await self._send(h11.Response(status_code=response.status, headers=list(response.headers)))
+                head = self.conn.send(h11.Response(status_code=response.status, headers=list(response.headers)))
+                # h11 chose the body's framing when it wrote this head. Its chunked writer
+                # keeps no state between Data events (only the head and the end move its
+                # state machine), so framing each item here leaves h11 where its own Data
+                # events would: in SEND_BODY, and the EndOfMessage sent through it below
+                # writes the last chunk and moves it to DONE. Any other framing (a length
+                # the app set, HTTP/1.0's close-delimited body) goes through h11.Data.
+                chunked = b"\r\ntransfer-encoding: chunked\r\n" in head.lower()
+                await self.stream.send_all(head)
                 sending = False
+                send_all = self.stream.send_all
                 async for item in stream:
                     if item:
                         sending = True
-                        await self._send(h11.Data(data=item))
+                        if chunked:
+                            await send_all(b"%x\r\n%b\r\n" % (len(item), item))
+                        else:
+                            await self._send(h11.Data(data=item))
                         sending = False
                 await self._send(h11.EndOfMessage())
                 finished = True

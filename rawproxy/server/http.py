@@ -36,7 +36,11 @@ class Request(RequestHead):
 
 
 class BodyStream(Protocol):
-    """A streamed body: iterated for its chunks, then always closed by the server."""
+    """A streamed body: iterated for its chunks, then always closed by the server.
+
+    A stream may also offer `cut_event(status, message) -> bytes`: the last bytes the server
+    writes when it cuts the stream itself (request ceiling, shutdown), for streams whose
+    error event must fit what they already sent."""
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 

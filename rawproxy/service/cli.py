@@ -47,6 +47,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog or program_name(),
         description="A proxy that makes Kimi thinking models work behind Anthropic and OpenAI clients.",
+        epilog="commands (after the flags, which set up the proxy they use): "
+               "claude [ARGS...] runs Claude Code through the proxy; codex [ARGS...] runs Codex CLI through it; "
+               "env claude|codex|openai prints the settings that point a client at the proxy",
     )
     p.add_argument("--version", action="version", version=f"rawproxy {__version__}")
     p.add_argument("--host", help="listen address (env PROXY_HOST, default 127.0.0.1)")

@@ -18,6 +18,7 @@ from ..proxy import ProxyApp
 from ..server import Server, ServerLimits, serve
 from ..store import ReasoningStore, StoreUnavailable, open_store
 from .cli import load_settings, program_name
+from .launcher import split_command
 from .logs import setup as setup_logging
 from .supervisor import HUP_IGNORED
 
@@ -128,6 +129,11 @@ async def _stop_without_supervisor(parent: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    command = split_command(sys.argv[1:] if argv is None else argv)
+    if command is not None:  # `rawproxy [FLAGS] claude|codex|env ...`: the launcher, not a server
+        from .launcher import main as launch
+
+        return launch(*command)
     try:
         settings = load_settings(argv)
     except ConfigError as exc:

@@ -125,6 +125,7 @@ class SimulatorApp:
         thinking = family.thinking_on(thinking_requested(body))
         answer = self.agent.answer(conversation_openai(body, thinking))
         usage = render.usage_for(len(request.body), answer, len(body["messages"]))
+        self._note_usage(usage)
         msg_id = f"chatcmpl-sim{self.agent.requests:06d}"
         created = int(time.time())
         if body.get("stream") is True:
@@ -145,6 +146,7 @@ class SimulatorApp:
         thinking = family.thinking_on(thinking_requested(body))
         answer = self.agent.answer(conversation_anthropic(body, thinking))
         usage = render.usage_for(len(request.body), answer, len(body["messages"]))
+        self._note_usage(usage)
         msg_id = f"msg_sim{self.agent.requests:06d}"
         if body.get("stream") is True:
             return self._stream(render.anthropic_events(answer, body["model"], usage, msg_id), fault)
@@ -209,6 +211,12 @@ class SimulatorApp:
             keys.append(x_api_key.strip())
         presented = [k.decode("latin-1") for k in keys if k]
         return bool(presented) and (self.api_key is None or self.api_key in presented)
+
+    def _note_usage(self, usage: render.Usage) -> None:
+        """The usage an answer reports, kept with its turn (GET /_sim/turns), so tests can
+        hold a proxy's token counts against what the upstream said."""
+        self.agent.turns[-1]["usage"] = {"prompt_tokens": usage.prompt, "completion_tokens": usage.completion,
+                                         "cached_tokens": usage.cached}
 
     def _record(self, request: Request, dialect: str) -> dict:
         headers = {}

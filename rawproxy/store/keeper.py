@@ -31,6 +31,7 @@ from .outage import Outage
 log = logging.getLogger("rawproxy.store")
 
 SHARED_TENANT = "shared"
+WRITE_BATCH = 64  # queued turns handed to a store's put_many at once
 _TENANT_PERSON = b"rawproxy-tenant"
 
 
@@ -130,17 +131,40 @@ class ReasoningKeeper:
             self._running = True
             task_status.started()
             try:
-                async for key, value, size in self._receive:
+                async for first in self._receive:
+                    # What was queued meanwhile goes in the same round: a store that writes
+                    # many at once (`put_many`, one Redis round trip) keeps up with a busy
+                    # process, where one awaited write per turn would fall behind and drop.
+                    batch = [first]
+                    while len(batch) < WRITE_BATCH:
+                        try:
+                            batch.append(self._receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
                     try:
-                        await self._write(key, value)
+                        await self._write_batch(batch)
                     finally:
-                        self._queued -= 1
-                        self._queued_bytes -= size
-                        if self._pending.get(key) is value:
-                            del self._pending[key]
+                        for key, value, size in batch:
+                            self._queued -= 1
+                            self._queued_bytes -= size
+                            if self._pending.get(key) is value:
+                                del self._pending[key]
             finally:
                 self._running = False
                 self._stopped.set()
+
+    async def _write_batch(self, batch: list[tuple[str, Reasoning, int]]) -> None:
+        put_many = getattr(self.store, "put_many", None)
+        if put_many is None or len(batch) == 1:
+            for key, value, _ in batch:
+                await self._write(key, value)
+            return
+        try:
+            await put_many([(key, value) for key, value, _ in batch])
+        except Exception as exc:
+            self.outage.failed(f"a write of {len(batch)} turns", exc)
+        else:
+            self._ok()
 
     async def _write(self, key: str, value: Reasoning) -> None:
         try:

@@ -3,17 +3,19 @@ number of machines, kept across their restarts. Needs the `redis` extra (coredis
 
 One turn is one string key, `rawproxy:<tenant>:<turn key>` (the keeper hands over
 `<tenant>:<turn key>`), whose value is compact JSON, `["reasoning"]` or
-`["reasoning", "signature"]`, written with the store's expiry (`SET ... PX ttl`); a recall
-is one `MGET` of the turns a request replays (per node on a cluster). Redis bounds the
-memory itself: run it with `maxmemory` and `maxmemory-policy volatile-lru` (every key
-here has an expiry), so `--store-max-bytes` does not apply.
+`["reasoning", "signature"]`, written with the store's expiry (`SET ... PX ttl`, the turns
+queued together in one pipelined round trip); a recall is one `MGET` of the turns a
+request replays (per node on a cluster). Redis bounds the memory itself: run it with
+`maxmemory` and `maxmemory-policy volatile-lru` (every key here has an expiry); the byte
+bound the memory and SQLite stores keep does not apply.
 
 A store that never makes a client wait:
 
 - every command is bounded (`COMMAND_TIMEOUT`, connecting `CONNECT_TIMEOUT`), well
   inside the keeper's recall bound, so the store, not the keeper's timer, notices a slow
   Redis;
-- once a command fails or times out the store is *down*: calls fail at once (no
+- once a command gets no answer in time (or its connection is lost) the store is
+  *down* (Redis answering with an error fails that call only): calls fail at once (no
   connection attempt per request) while a background check pings Redis every
   `RETRY_EVERY`; the first answer makes it *up* again. While up, the same check runs
   every `CHECK_EVERY`, so an outage shows in /health even without traffic;
@@ -166,6 +168,16 @@ class RedisReasoningStore:
         finally:
             self._first_check.set()
 
+    def _failed(self, what: str, exc: BaseException) -> StoreDown:
+        """The error a failed call raises. Redis answering with an error (out of memory
+        under `noeviction`, a command refused) is that call's failure only: the store is
+        not down, and nothing is re-checked. No answer, a lost connection or a cluster in
+        trouble is an outage."""
+        if isinstance(exc, coredis.exceptions.ResponseError) and not isinstance(
+                exc, coredis.exceptions.RedisClusterError):
+            return StoreDown(f"{what} failed: {self._describe(exc)}")
+        return self._went_down(what, exc)
+
     def _went_down(self, what: str, exc: BaseException) -> StoreDown:
         """Marks the store down (calls fail at once until the next check succeeds), tells
         the outage once, wakes the check; returns the error for the caller to raise."""
@@ -210,7 +222,7 @@ class RedisReasoningStore:
             with trio.fail_after(self.command_timeout):
                 values = await client.mget([KEY_PREFIX + k for k in keys])
         except Exception as exc:
-            raise self._went_down("a recall", exc) from None
+            raise self._failed("a recall", exc) from None
         found: dict[str, Reasoning] = {}
         for key, raw in zip(keys, values):
             value = decode(raw) if raw is not None else None
@@ -227,7 +239,20 @@ class RedisReasoningStore:
             with trio.fail_after(self.command_timeout):
                 await client.set(KEY_PREFIX + key, encode(value), px=self.ttl_ms)
         except Exception as exc:
-            raise self._went_down("a write", exc) from None
+            raise self._failed("a write", exc) from None
+        self.outage.ok()
+
+    async def put_many(self, items: list[tuple[str, Reasoning]]) -> None:
+        """Several turns in one round trip (a pipeline; one per node on a cluster): the
+        keeper's writer hands over everything queued at once, so a busy process keeps up."""
+        client = await self._usable()
+        try:
+            with trio.fail_after(self.command_timeout + 0.001 * len(items)):
+                async with client.pipeline(transaction=False) as pipe:
+                    for key, value in items:
+                        pipe.set(KEY_PREFIX + key, encode(value), px=self.ttl_ms)
+        except Exception as exc:
+            raise self._failed("a write", exc) from None
         self.outage.ok()
 
     async def status(self) -> str:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from ..core import jsonfast
 from ..core.errors import anthropic_type_for, openai_type_for
 from ..core.ids import make_signature, new_turn_key, sanitize_tool_id, tool_call_id
 from ..core.messages import reasoning_of
@@ -75,7 +76,7 @@ class PassThrough:
 
 def _is_error_chunk(data: str) -> bool:
     try:
-        doc = json.loads(data)
+        doc = jsonfast.loads(data)
     except ValueError:
         return False
     return isinstance(doc, dict) and bool(doc.get("error"))
@@ -122,7 +123,7 @@ class OpenAIToAnthropicStream:
         if data == "[DONE]":
             return self._complete()
         try:
-            chunk = json.loads(data)
+            chunk = jsonfast.loads(data)
         except ValueError:
             return self._fail("api_error", "upstream sent a malformed stream event")
         if not isinstance(chunk, dict):
@@ -321,7 +322,7 @@ class AnthropicToOpenAIStream:
         if self._done or not event.dispatch:
             return []
         try:
-            data = json.loads(event.data)
+            data = jsonfast.loads(event.data)
         except ValueError:
             return self._fail("server_error", "upstream sent a malformed stream event")
         if not isinstance(data, dict):

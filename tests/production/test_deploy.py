@@ -105,6 +105,8 @@ def test_the_compose_file_runs_three_replicas_on_redis_behind_nginx():
     assert set(services) == {"redis", "rawproxy", "nginx"}
     proxy = services["rawproxy"]
     assert proxy["deploy"]["replicas"] == 3
+    assert proxy["build"]["args"]["EXTRAS"] == "redis"  # the image has the Redis client
+    assert 'ARG EXTRAS=""' in (Path(ROOT) / "Dockerfile").read_text()
     assert proxy["environment"]["PROXY_STORE"] == "redis://redis:6379/0"
     graceful = float(proxy["environment"].get("PROXY_GRACEFUL_TIMEOUT", Settings().graceful_timeout))
     assert float(proxy["stop_grace_period"].rstrip("s")) > graceful

@@ -183,8 +183,13 @@ def test_a_responses_stream_cut_by_the_proxy_ends_with_response_failed(sim, prox
     proxy = proxies("openai", "--request-timeout", "1.5", sim=sim)
     o = openai.OpenAI(base_url=proxy.url + "/v1", api_key="k", max_retries=0)
     sim.fault("stall-after=3;seconds=4")
-    with o.responses.stream(model="kimi-k2.5", input="hello") as events:
-        kinds = [event.type for event in events]
+    kinds = []
+    with pytest.raises(openai.APIError):  # the body ends unfinished after the terminal event
+        with o.responses.stream(model="kimi-k2.5", input="hello") as events:
+            for event in events:
+                kinds.append(event.type)
+                if event.type == "response.failed":
+                    assert "limit of 1.5 s" in event.response.error.message
     assert kinds[0] == "response.created" and kinds[-1] == "response.failed", kinds
     assert "response.completed" not in kinds
     assert health_ok(proxy.url)

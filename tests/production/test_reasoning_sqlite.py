@@ -142,8 +142,9 @@ async def test_settings_choose_the_store(tmp_path):
 
 @pytest.mark.parametrize("argv,needle", [
     (["--workers", "2", "--store", "memory"], "not shared by 2 workers"),
-    (["--store", "redis://x"], "memory or sqlite:PATH"),
-    (["--store", "sqlite:"], "memory or sqlite:PATH"),
+    (["--store", "memcached://x"], "memory, sqlite:PATH or a redis:// URL"),
+    (["--store", "sqlite:"], "memory, sqlite:PATH or a redis:// URL"),
+    (["--store", "redis://x:port"], "is not a port number"),
     (["--workers", "0"], "PROXY_WORKERS must be positive"),
 ])
 def test_bad_store_settings_say_what_is_wrong(argv, needle):

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import anthropic
@@ -186,6 +187,49 @@ def test_tool_loops_on_a_three_node_redis_cluster(fmt, sim, cluster, replicas):
         assert run_loop(kind, group.url, sim) >= 3, kind
     holding = [n.port for n in cluster.nodes if int(n.cli("dbsize").strip()) > 0]
     assert len(holding) >= 2, "the turns spread over the cluster's nodes"
+
+
+def test_busy_replicas_remember_every_turn_in_time_for_the_next_one(sim, redis, replicas):
+    """Many agents at once over three replicas: the turns queued while a write is in
+    flight go to Redis together, so every turn is there before its conversation's next
+    request reaches another replica; none is dropped or missed."""
+    group = replicas("openai", redis.url)
+    sessions, errors = 24, []
+
+    def agent() -> None:
+        try:
+            with fresh_connections() as http:
+                talk = Conversation(group.url, http)
+                while talk.turn():
+                    pass
+        except Exception as exc:  # reported below: a thread's failure must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=agent) for _ in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and not any(t.is_alive() for t in threads), errors
+
+    def total(name: str) -> float:
+        return sum(metric(p.url, name) for p in group.proxies)
+
+    assert total("rawproxy_reasoning_hits_total") >= sessions * 2, [total(n) for n in ("rawproxy_reasoning_hits_total", "rawproxy_reasoning_misses_total")]  # each conversation replays its turns
+    assert total("rawproxy_reasoning_misses_total") == 0
+    assert total("rawproxy_reasoning_dropped_total") == 0
+
+
+def test_a_redis_on_a_unix_socket(sim, tmp_path, single):
+    folder = tmp_path / "redis-unix"
+    path = str(folder / "redis.sock")
+    server = RedisServer(str(folder), "--unixsocket", path, "--unixsocketperm", "700", "--databases", "4").start()
+    try:
+        proxy = single(f"unix://{path}?db=3")
+        assert run_loop("openai-stream", proxy.url, sim) >= 3
+        assert server.cli("-n", "3", "dbsize").strip() != "0" and server.cli("-n", "0", "dbsize").strip() == "0"
+    finally:
+        server.stop()
 
 
 # --------------------------------------------------------------------------- failures

@@ -105,7 +105,7 @@ def test_a_thread_parsing_31_mib_of_empty_objects_lets_the_main_thread_run():
         now = time.perf_counter()
         worst, last = max(worst, now - last), now
     assert len(result[0]["messages"]) == 10 * 1024 * 1024
-    assert worst < 0.03, f"the main thread waited {worst * 1000:.0f} ms for the GIL"
+    assert worst < 0.05, f"the main thread waited {worst * 1000:.0f} ms for the GIL"
 
 
 def test_the_weight_of_empty_objects_is_many_times_their_bytes_and_of_text_little():
@@ -135,4 +135,4 @@ def test_release_empties_a_value_and_lets_the_main_thread_run_meanwhile():
         now = time.perf_counter()
         worst, last = max(worst, now - last), now
     assert value == {} and inner == {}
-    assert worst < 0.03, f"the main thread waited {worst * 1000:.0f} ms for the GIL"
+    assert worst < 0.05, f"the main thread waited {worst * 1000:.0f} ms for the GIL"
