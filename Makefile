@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP         := $(VENV)/.installed
 
-.PHONY: run test lint e2e bench bench-quick clean redis-server
+.PHONY: run test lint e2e bench bench-quick clean redis-server chromium
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ run: $(RUNTIME_STAMP)
 		exec $(PY) -m rawproxy; \
 	fi
 
-test: $(STAMP) redis-server
+test: $(STAMP) redis-server chromium
 	$(PY) -m pytest -q
 
 # The Redis store's tests start redis-server and redis-cli of their own (free loopback
@@ -39,6 +39,14 @@ redis-server:
 		echo "installing Debian's redis-server package for the Redis store tests"; \
 		if [ "$$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi; \
 		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq redis-server >/dev/null; }
+
+# The dashboard's test drives a real headless browser: Debian's chromium, through the
+# playwright package of the test extra (which never downloads a browser of its own).
+chromium:
+	@command -v chromium >/dev/null || { \
+		echo "installing Debian's chromium package for the dashboard's browser test"; \
+		if [ "$$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null; }
 
 # ruff (E, F, W, I, B, UP) and mypy (check_untyped_defs), as configured in pyproject.toml.
 lint: $(STAMP)

@@ -208,10 +208,25 @@ class Metrics:
         self.added_seconds = Histogram("rawproxy_added_latency_seconds",
                                        "Time from a request's arrival (its body read) to sending it upstream: "
                                        "parsing, translation, repair, reasoning recall.", ADDED_BUCKETS)
+        # Per configured upstream (by its name in the config file): what the router sent it.
+        self.upstream_requests = Counter("rawproxy_upstream_requests_total",
+                                         "Requests the router sent to each upstream, by result: the upstream's "
+                                         "status, connect (no answer before the first byte) or error.",
+                                         ("upstream", "result"))
+        self.upstream_failures = Counter("rawproxy_upstream_failures_total",
+                                         "Requests an upstream failed in a way that moves them to the next "
+                                         "upstream (or would, had there been one).", ("upstream",))
+        self.upstream_latency = Histogram("rawproxy_upstream_request_seconds",
+                                          "Time from a request's start on an upstream to its response head or "
+                                          "failure, by upstream.", labels=("upstream",))
+        self.upstream_breaker_open = Gauge("rawproxy_upstream_breaker_open",
+                                           "1 while an upstream's circuit breaker keeps requests away from it.",
+                                           ("upstream",), per_worker=True)
         self.open_streams.set(0)
         self._all: list[Counter | Histogram] = [self.info, self.requests, self.request_seconds, self.streams, self.open_streams,
                      self.upstream_ttfb, self.upstream_seconds, self.upstream_errors, self.retries, self.repairs,
-                     self.tokens, self.added_seconds]
+                     self.tokens, self.added_seconds, self.upstream_requests, self.upstream_failures,
+                     self.upstream_latency, self.upstream_breaker_open]
         self._collectors: list[Callable[[], Iterable[Family]]] = []
 
     def add_collector(self, collect: Callable[[], Iterable[Family]]) -> None:

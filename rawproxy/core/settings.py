@@ -46,6 +46,34 @@ class ModelMap:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """One upstream a request may go to: where, in which dialect, with which key, for
+    which models. `models` holds (glob, rename) pairs matched against the model after the
+    model map; an empty rename sends the model unchanged."""
+
+    name: str
+    base_url: str
+    format: UpstreamFormat
+    api_key: str = field(default="", repr=False)
+    models: tuple[tuple[str, str], ...] = (("*", ""),)
+    # True/False: always/never give this upstream's requests the Kimi repair; None: by
+    # Settings.kimi_models.
+    kimi: bool | None = None
+    outbound_proxy: str = field(default="", repr=False)
+    connections: int = 4096
+
+    def serves(self, model: str) -> bool:
+        return any(fnmatch.fnmatchcase(model, glob) for glob, _ in self.models)
+
+    def rename(self, model: str) -> str:
+        """The name this upstream knows the model by: the first matching glob's rename."""
+        for glob, target in self.models:
+            if fnmatch.fnmatchcase(model, glob):
+                return target or model
+        return model
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -100,6 +128,22 @@ class Settings:
     # Outbound proxy for the upstream, resolved once (flag, or *_PROXY minus NO_PROXY).
     outbound_proxy: str = field(default="", repr=False)
     log_format: str = "text"          # text | json
+    # Upstreams from a config file, in the order requests try them. Empty: the one upstream
+    # the fields above describe (upstream, upstream_format, api_key, outbound_proxy,
+    # upstream_connections), as before config files existed.
+    upstreams: tuple[UpstreamConfig, ...] = ()
+    config_path: str = ""             # the config file read, "" for none (reloads read it again)
+    # The circuit breaker: this many failures in a row take an upstream out of rotation
+    # for breaker_cooldown seconds, then one request probes it.
+    breaker_failures: int = 3
+    breaker_cooldown: float = 30.0
+
+    def upstream_list(self) -> tuple[UpstreamConfig, ...]:
+        if self.upstreams:
+            return self.upstreams
+        return (UpstreamConfig(name="default", base_url=self.upstream, format=self.upstream_format,
+                               api_key=self.api_key, outbound_proxy=self.outbound_proxy,
+                               connections=self.upstream_connections),)
 
     def is_kimi(self, model: str) -> bool:
         name = model.lower()

@@ -17,7 +17,7 @@ import trio
 
 from .. import __version__
 from ..core import json_steps
-from ..core.dialects import ANTHROPIC, OPENAI, error_event
+from ..core.dialects import ANTHROPIC, OPENAI, Dialect, error_event
 from ..core.errors import ClientError, StatusError
 from ..core.metrics import Metrics, store_collector
 from ..core.reasoning import ReasoningStore
@@ -45,6 +45,7 @@ from .requests import (
     validate_responses,
 )
 from .responses import ResponsesRoute
+from .routing import Breaker, Route, Router
 
 Handler = Callable[[Request, Outcome], Awaitable[Response]]
 _MIB = 1024 * 1024
@@ -66,14 +67,7 @@ class ProxyApp:
         # The worker id the supervisor gave, else the pid: what /health and /metrics name.
         self.worker = str(settings.worker_id) if settings.worker_id is not None else str(os.getpid())
         self.metrics = Metrics(version=__version__, worker=self.worker)
-        self.upstream = upstream or Upstream(
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            max_connections=settings.upstream_connections,
-            proxy=settings.outbound_proxy or None,
-            retry=RetryPolicy(retries=settings.retries, max_wait=settings.retry_max_wait),
-            metrics=self.metrics,
-        )
+        self._given_upstream = upstream  # a test's: every upstream then goes through it
         # Access keys as bytes, compared in constant time against what the client sent.
         self._access_keys = tuple(k.encode() for k in settings.access_keys)
         # Large bodies are parsed one at a time in a worker thread: each more thread
@@ -93,10 +87,9 @@ class ProxyApp:
         # the snapshot carries this worker's recent requests too, for the dashboard.
         self.peers = (WorkerPeers(settings.worker_dir, self.worker, self._snapshot)
                       if settings.worker_dir else None)
-        self.messages = Completion(settings, self.upstream, self.reasoning, ANTHROPIC, self.metrics)
-        self.chat = Completion(settings, self.upstream, self.reasoning, OPENAI, self.metrics)
-        self.responses = ResponsesRoute(self.chat, ReasoningSeal(settings.secret.encode() or os.urandom(32)))
-        self._model_list = ModelList(settings, self.upstream)
+        self._seal = ReasoningSeal(settings.secret.encode() or os.urandom(32))
+        self.pools: list[Upstream] = []
+        self._wire(settings)
         self._routes: dict[str, tuple[str, Handler]] = {
             "/v1/messages": ("POST", self._messages),
             "/v1/messages/count_tokens": ("POST", self._count_tokens),
@@ -109,6 +102,47 @@ class ProxyApp:
             "/dashboard": ("GET", self._dashboard_page),
             "/dashboard.json": ("GET", self._dashboard_json),
         }
+
+    def _wire(self, settings: Settings) -> None:
+        """One pool per upstream (its own connection limit and outbound proxy) and, per
+        client dialect, a router over a completion per upstream. Called again by `reload`:
+        a request already running keeps the router it started with."""
+        configs = settings.upstream_list()
+        pools = [self._given_upstream or Upstream(
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            max_connections=config.connections,
+            proxy=config.outbound_proxy or None,
+            retry=RetryPolicy(retries=settings.retries, max_wait=settings.retry_max_wait),
+            metrics=self.metrics,
+        ) for config in configs]
+        # A breaker per upstream, shared by the dialects' routers: it is the upstream that is down.
+        breakers = [Breaker(settings.breaker_failures, settings.breaker_cooldown) for _ in configs]
+
+        def router(client: Dialect) -> Router:
+            return Router([Route(config, Completion(settings, pool, self.reasoning, client, self.metrics, config), breaker)
+                           for config, pool, breaker in zip(configs, pools, breakers)], self.metrics)
+
+        self.settings = settings
+        self.pools = pools
+        self.upstream = pools[0]
+        self.messages = router(ANTHROPIC)
+        self.chat = router(OPENAI)
+        self.responses = ResponsesRoute(self.chat, self._seal)
+        self._model_list = ModelList(settings, self.upstream)
+
+    def reload(self, settings: Settings) -> list[Upstream]:
+        """Route new requests by `settings` (upstreams, model map, Kimi globs, retries,
+        timeouts of upstream requests, the breaker); returns the old pools, for the caller
+        to close once the requests still using them are done. Listening address, limits,
+        store, access keys and secret stay as started."""
+        old = self.pools
+        self._wire(settings)
+        return [pool for pool in old if pool is not self._given_upstream]
+
+    def upstream_health(self) -> list[dict[str, object]]:
+        return [{"name": r.config.name, "url": without_userinfo(r.config.base_url), "format": r.config.format,
+                 "breaker": r.breaker.state, "failures": r.breaker.failures} for r in self.messages.routes]
 
     def error_response(self, path: str, status: int, message: str) -> Response:
         return error_response(dialect_of_path(path), status, message)
@@ -287,6 +321,7 @@ class ProxyApp:
         doc |= {
             "upstream": without_userinfo(self.settings.upstream),
             "upstream_format": self.settings.upstream_format,
+            "upstreams": self.upstream_health(),
             "worker": self.worker,
             "store": await self._store_health(),
         }
@@ -327,7 +362,8 @@ class ProxyApp:
 
     async def aclose(self) -> None:
         await self.reasoning.aclose()  # queued writes first (bounded), then the store
-        await self.upstream.aclose()
+        for pool in self.pools:
+            await pool.aclose()
 
 
 def _validate_count_tokens(body: dict) -> None:

@@ -17,7 +17,7 @@ from ..core.errors import ClientError, UpstreamError, redact_bytes, upstream_err
 from ..core.ids import new_turn_key
 from ..core.metrics import Metrics
 from ..core.reasoning import ReasoningStore
-from ..core.settings import Settings, upstream_url
+from ..core.settings import Settings, UpstreamConfig, upstream_url
 from ..core.tap import tap_for
 from ..server.http import EVENT_STREAM, Request, Response, json_response
 from ..store.keeper import ReasoningKeeper, tenant_of
@@ -30,45 +30,81 @@ from .requests import client_key, error_response
 
 log = logging.getLogger("rawproxy")
 
+# Upstream answers that say "not now, try elsewhere": with another upstream left for the
+# model, the request goes there instead of the client hearing them.
+FAILOVER_STATUSES = frozenset({429, 500, 502, 503, 529})
+
+
+class Failover(Exception):
+    """Raised instead of answering when another upstream may serve the request: this one
+    could not be reached, timed out before its first byte, or answered a FAILOVER_STATUS.
+    Nothing has reached the client."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # "connect" (no answer) or the upstream's status
+        self.message = message
+
 
 class Completion:
-    """The completion route for one client dialect against the configured upstream."""
+    """The completion route for one client dialect against one upstream."""
 
     def __init__(self, settings: Settings, upstream: Upstream, store: ReasoningKeeper | ReasoningStore, client: Dialect,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, config: UpstreamConfig | None = None) -> None:
         self.settings = settings
         self.upstream = upstream
         self.reasoning = store if isinstance(store, ReasoningKeeper) else ReasoningKeeper(store)
         self.client = client
         self.metrics = metrics
-        self.upstream_format = settings.upstream_format
-        self.url = upstream_url(settings.upstream, settings.upstream_format)
+        self.config = config if config is not None else settings.upstream_list()[0]
+        self.upstream_format = self.config.format
+        self.url = upstream_url(self.config.base_url, self.config.format)
+        self.api_key = self.config.api_key
         # Redacted from every byte of an upstream's answer that reaches a client: some
         # upstreams quote the key they were sent.
-        self.secrets: tuple[str, ...] = (settings.api_key,) if settings.api_key else ()
+        self.secrets: tuple[str, ...] = (self.api_key,) if self.api_key else ()
+        # One tenant for everyone only when no upstream forwards the client's own key and
+        # clients present no access keys; decided over all upstreams, so a conversation
+        # finds its reasoning again whichever upstream answers its next turn.
+        self.one_tenant = not settings.access_keys and all(u.api_key for u in settings.upstream_list())
 
-    async def __call__(self, request: Request, body: dict, outcome: Outcome) -> Response:
+    def _model(self, client_model: str) -> str:
+        return self.config.rename(self.settings.model_map.map(client_model))
+
+    def _is_kimi(self, model: str) -> bool:
+        return self.config.kimi if self.config.kimi is not None else self.settings.is_kimi(model)
+
+    async def __call__(self, request: Request, body: dict, outcome: Outcome, *, last: bool = True) -> Response:
+        """`last=False`: raise Failover rather than answer a failure another upstream may not have."""
         stream = body.get("stream") is True
         # An OpenAI field (checked by validate_openai); from an Anthropic client it means nothing.
         options = body.get("stream_options") if self.client != ANTHROPIC else None
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         client_model = body["model"]
-        body["model"] = self.settings.model_map.map(client_model)
+        body["model"] = self._model(client_model)
         outcome.model = body["model"]
         if self.client != self.upstream_format:
             body = self._translate_request(body)
         store = self.store_for(request)
-        if self.settings.is_kimi(body["model"]):
+        if self._is_kimi(body["model"]):
             await self.repair(body, outcome, store)
         payload = jsonfast.dumps_bytes(body)
         if self.settings.debug:
             log.debug("upstream request %s model=%s (client asked for %s) repairs=%s",
                       self.url, body["model"], client_model, ",".join(outcome.repairs) or "-")
-        headers = upstream_headers(request, self.upstream_format, self.settings.api_key, stream,
+        headers = upstream_headers(request, self.upstream_format, self.api_key, stream,
                                    not self.settings.access_keys)
         outcome.sent_upstream_at = time.perf_counter()
-        up = await self.upstream.send("POST", self.url, headers, payload)
+        try:
+            up = await self.upstream.send("POST", self.url, headers, payload)
+        except UpstreamError as exc:
+            if last:
+                raise
+            raise Failover("connect", exc.message) from None
         outcome.upstream_status = up.status
+        if not last and up.status in FAILOVER_STATUSES:
+            await up.aclose()
+            raise Failover(str(up.status), f"upstream {up.where} answered {up.status}")
         if up.status >= 400:
             return await self._upstream_error(up)
         if up.status >= 300:
@@ -120,11 +156,11 @@ class Completion:
             # Claude Code falls back to its own estimate on a non-2xx answer; a made-up
             # {"input_tokens": 0} would break its compaction (docs/protocols.md section 1).
             raise ClientError("count_tokens is not offered by the OpenAI-format upstream", 404)
-        body["model"] = self.settings.model_map.map(body["model"])
+        body["model"] = self._model(body["model"])
         outcome.model = body["model"]
-        if self.settings.is_kimi(body["model"]):
+        if self._is_kimi(body["model"]):
             await self.repair(body, outcome, self.store_for(request))
-        headers = upstream_headers(request, ANTHROPIC, self.settings.api_key, False, not self.settings.access_keys)
+        headers = upstream_headers(request, ANTHROPIC, self.api_key, False, not self.settings.access_keys)
         up = await self.upstream.send("POST", self.url + "/count_tokens", headers, json.dumps(body).encode())
         outcome.upstream_status = up.status
         raw = await up.read()
@@ -140,7 +176,7 @@ class Completion:
         digest, never the key). The access key when clients present one, else the client's
         own key that is forwarded; behind one upstream key and no access keys, every
         client is the same tenant."""
-        if self.settings.access_keys or not self.settings.api_key:
+        if not self.one_tenant:
             return tenant_of(client_key(request))
         return tenant_of(None)
 

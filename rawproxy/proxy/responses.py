@@ -34,6 +34,7 @@ from ..translate.responses_api import (
 )
 from .outcome import Outcome
 from .pipeline import Completion
+from .routing import Router
 
 log = logging.getLogger("rawproxy")
 
@@ -43,7 +44,7 @@ _DROPPED_HEADER = b"x-rawproxy-dropped-tools"
 
 
 class ResponsesRoute:
-    def __init__(self, chat: Completion, seal: ReasoningSeal) -> None:
+    def __init__(self, chat: Completion | Router, seal: ReasoningSeal) -> None:
         if chat.client != OPENAI:
             raise ValueError("the Responses route runs on the chat completion route")
         self.chat = chat

@@ -21,12 +21,26 @@ from ..core.settings import (
     ConfigError,
     ModelMap,
     Settings,
+    UpstreamConfig,
     infer_format,
 )
 from ..core.sse import DEFAULT_MAX_EVENT_BYTES
 from ..core.urls import is_loopback, without_userinfo
 from ..store.redis_url import RedisURLError, is_redis_url, parse_redis_url
 from ..upstream.outbound import resolve_outbound_proxy
+from . import config_file
+
+# The config file's key for each setting's (first) environment name; the others are the
+# name without PROXY_, in lower case (PROXY_READ_TIMEOUT -> read_timeout).
+_FILE_KEYS = {
+    "MOONSHOT_BASE_URL": "upstream", "UPSTREAM_FORMAT": "upstream_format", "ZENMUX_API_KEY": "api_key",
+    "MODEL_MAP": "model_map", "KIMI_MODELS": "kimi_models", "LOG_FORMAT": "log_format",
+    "PROXY_API_KEYS": "proxy_api_keys",
+}
+
+
+def _file_key(env_name: str) -> str:
+    return _FILE_KEYS.get(env_name) or env_name.removeprefix("PROXY_").lower()
 
 
 def _truthy(value: str | None) -> bool:
@@ -52,6 +66,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                "env claude|codex|openai prints the settings that point a client at the proxy",
     )
     p.add_argument("--version", action="version", version=f"rawproxy {__version__}")
+    p.add_argument("--config", help="TOML config file (env RAWPROXY_CONFIG, default $XDG_CONFIG_HOME/rawproxy/"
+                                    "config.toml when it exists); flags and the environment beat it")
     p.add_argument("--host", help="listen address (env PROXY_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (env PROXY_PORT, default 8000)")
     p.add_argument("--upstream", help=f"upstream base URL (env MOONSHOT_BASE_URL, default {DEFAULT_UPSTREAM})")
@@ -144,15 +160,28 @@ def _secret(value: str) -> str:
 def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     args = build_parser().parse_args(argv)
+    config_path = args.config or env.get("RAWPROXY_CONFIG") or config_file.default_path(env)
+    from_file = config_file.load(config_path, env) if config_path else config_file.FileConfig("")
+    in_file = from_file.values
 
     def pick(flag, *names, default=None):
+        """Flag, then environment, then the config file, then the default."""
         if flag is not None:
             return flag
         for name in names:
             value = env.get(name)
             if value not in (None, ""):
                 return value
+        if names and _file_key(names[0]) in in_file:
+            return in_file[_file_key(names[0])]
         return default
+
+    def switch(flag, name):
+        if flag is not None:
+            return flag
+        if env.get(name):
+            return _truthy(env.get(name))
+        return bool(in_file.get(name.removeprefix("PROXY_").lower(), False))
 
     upstream = pick(args.upstream, "MOONSHOT_BASE_URL", "RAWPROXY_UPSTREAM", default=DEFAULT_UPSTREAM)
     parts = urlsplit(upstream)
@@ -193,9 +222,25 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
     api_key = pick(args.api_key, "ZENMUX_API_KEY", "RAWPROXY_API_KEY", default="")
     access_keys = tuple(k.strip() for k in (pick(args.proxy_api_keys, "PROXY_API_KEYS", default="") or "").split(",")
                         if k.strip())
-    allow_open = args.allow_open if args.allow_open is not None else _truthy(env.get("PROXY_ALLOW_OPEN"))
+    allow_open = switch(args.allow_open, "PROXY_ALLOW_OPEN")
+    upstream_connections = number(args.upstream_connections, "PROXY_UPSTREAM_CONNECTIONS", 4096, int)
+    # A flag or environment variable naming the upstream means that one upstream, as
+    # before config files; otherwise the file's [[upstreams]], in order.
+    named_upstream = args.upstream is not None or any(env.get(n) for n in ("MOONSHOT_BASE_URL", "RAWPROXY_UPSTREAM"))
+    upstreams: tuple[UpstreamConfig, ...] = ()
+    if from_file.upstreams and not named_upstream and not args.simulator:
+        upstreams = tuple(
+            UpstreamConfig(
+                name=u["name"], base_url=u["base_url"], format=u["format"] or infer_format(u["base_url"]),
+                api_key=u["api_key"], models=u["models"], kimi=u["kimi"],
+                outbound_proxy=resolve_outbound_proxy(u["outbound_proxy"], u["base_url"], env),
+                connections=u["connections"] or upstream_connections,
+            ) for u in from_file.upstreams)
+        first = upstreams[0]
+        upstream, fmt, api_key = first.base_url, first.format, first.api_key
     if not args.simulator:  # the simulator's key is a stand-in, worth nothing
-        check_exposure(host, api_key, access_keys, allow_open)
+        check_exposure(host, api_key or next((u.api_key for u in upstreams if u.api_key), ""), access_keys,
+                       allow_open)
     log_format = (pick(args.log_format, "LOG_FORMAT", default="text") or "text").lower()
     if log_format not in ("text", "json"):
         raise ConfigError(f"LOG_FORMAT must be text or json, not {log_format!r}")
@@ -215,7 +260,7 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         api_key=api_key,
         model_map=ModelMap.parse(pick(args.model_map, "MODEL_MAP", default=DEFAULT_MODEL_MAP)),
         kimi_models=tuple(p.strip() for p in kimi.split(",") if p.strip()),
-        debug=args.debug if args.debug is not None else _truthy(env.get("DEBUG")),
+        debug=switch(args.debug, "DEBUG"),
         simulator=args.simulator,
         max_body_bytes=max_body_bytes,
         max_inflight_body_bytes=max_inflight_body_bytes,
@@ -228,14 +273,15 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         request_timeout=number(args.request_timeout, "PROXY_REQUEST_TIMEOUT", 3600.0),
         max_header_bytes=number(args.max_header_bytes, "PROXY_MAX_HEADER_BYTES", 64 * 1024, int),
         max_connections=number(args.max_connections, "PROXY_MAX_CONNECTIONS", 4096, int),
-        upstream_connections=number(args.upstream_connections, "PROXY_UPSTREAM_CONNECTIONS", 4096, int),
+        upstream_connections=upstreams[0].connections if upstreams else upstream_connections,
         graceful_timeout=number(args.graceful_timeout, "PROXY_GRACEFUL_TIMEOUT", 30.0),
         retries=count(args.retries, "PROXY_RETRIES", 2),
         retry_max_wait=number(args.retry_max_wait, "PROXY_RETRY_MAX_WAIT", 10.0),
         access_keys=access_keys,
         allow_open=allow_open,
         secret=_secret(pick(args.secret, "PROXY_SECRET", default="")),
-        outbound_proxy=resolve_outbound_proxy(args.outbound_proxy, upstream, env),
+        outbound_proxy=(upstreams[0].outbound_proxy if upstreams else resolve_outbound_proxy(
+            args.outbound_proxy if args.outbound_proxy is not None else in_file.get("outbound_proxy"), upstream, env)),
         log_format=log_format,
         workers=workers,
         store=store,
@@ -243,4 +289,8 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         store_ttl=number(args.store_ttl, "PROXY_STORE_TTL", 24 * 3600.0),
         worker_id=args.worker_id,
         worker_dir=args.worker_dir or "",
+        upstreams=upstreams,
+        config_path=os.path.abspath(config_path) if config_path else "",
+        breaker_failures=in_file.get("breaker_failures", 3),
+        breaker_cooldown=in_file.get("breaker_cooldown", 30.0),
     )

@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import trio
@@ -38,13 +38,45 @@ def _limits(settings: Settings) -> ServerLimits:
     )
 
 
-async def run(settings: Settings, store: ReasoningStore | None = None) -> None:
+async def run(settings: Settings, store: ReasoningStore | None = None,
+              reload_settings: Callable[[], Settings] | None = None) -> None:
+    """`reload_settings` reads the configuration again (on SIGHUP, when a config file is in use)."""
     # Signals are taken from the start, so a SIGTERM during start-up drains too.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        await _run(settings, signals, store)
+        await _run(settings, signals, store, reload_settings)
 
 
-async def _run(settings: Settings, signals: AsyncIterator[int], store: ReasoningStore | None = None) -> None:
+def _reload(app: ProxyApp, nursery: trio.Nursery, read: Callable[[], Settings]) -> None:
+    """Route new requests by the config file as it is now; a file that fails its checks
+    changes nothing. Pools of the old upstreams close once no request can still be on
+    them (the request ceiling), so in-flight requests finish where they started."""
+    try:
+        new = read()
+    except ConfigError as exc:
+        log.error("SIGHUP: configuration not reloaded, the running one stays: %s", exc)
+        return
+    old = app.settings
+    kept = [name for name in ("host", "port", "workers", "store", "access_keys", "secret", "max_connections",
+                              "max_body_bytes", "max_header_bytes", "max_inflight_body_bytes", "log_format")
+            if getattr(new, name) != getattr(old, name)]
+    if kept:
+        log.warning("SIGHUP: %s changed; that takes a restart, the running value stays", ", ".join(kept))
+        new = replace(new, **{name: getattr(old, name) for name in kept})
+    retired = app.reload(new)
+    log.info("SIGHUP: configuration reloaded: upstreams %s",
+             ", ".join(f"{u.name} ({without_userinfo(u.base_url)})" for u in new.upstream_list()),
+             extra={"fields": {"event": "reloaded"}})
+
+    async def close_later() -> None:
+        await trio.sleep(old.request_timeout)
+        for pool in retired:
+            await pool.aclose()
+
+    nursery.start_soon(close_later)
+
+
+async def _run(settings: Settings, signals: AsyncIterator[int], store: ReasoningStore | None = None,
+               reload_settings: Callable[[], Settings] | None = None) -> None:
     async with trio.open_nursery() as nursery:
         if settings.simulator:
             from ..simulator.app import SimulatorApp
@@ -79,8 +111,12 @@ async def _run(settings: Settings, signals: AsyncIterator[int], store: Reasoning
             log.warning("access keys are set but no upstream key (--api-key): clients' keys are access "
                         "keys and are not forwarded, so upstream requests carry no key")
         async for signum in signals:
+            if signum == signal.SIGHUP and reload_settings is not None and settings.config_path \
+                    and not settings.simulator:
+                _reload(app, nursery, reload_settings)
+                continue
             if signum == signal.SIGHUP:
-                log.warning(HUP_IGNORED)  # a closed terminal or a reload request: never a stop
+                log.warning(HUP_IGNORED)  # a closed terminal, or no config file to reload: never a stop
                 continue
             log.info("%s: draining (up to %gs for in-flight requests)", signal.Signals(signum).name,
                      settings.graceful_timeout)
@@ -129,7 +165,10 @@ async def _stop_without_supervisor(parent: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    command = split_command(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["check-config"]:
+        return check_config(args[1:])
+    command = split_command(args)
     if command is not None:  # `rawproxy [FLAGS] claude|codex|env ...`: the launcher, not a server
         from .launcher import main as launch
 
@@ -154,9 +193,47 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)  # one line, the cause included; exit 2 like any setting that cannot work
         return 2
     try:
-        trio.run(run, settings, store)
+        trio.run(run, settings, store, lambda: load_settings(argv))
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+# Settings whose values are credentials: check-config shows whether they are set, never them.
+_SECRET_FIELDS = {"api_key", "secret", "access_keys"}
+
+
+def _shown(name: str, value: object) -> str:
+    if name in _SECRET_FIELDS:
+        count = len(value) if isinstance(value, tuple) else int(bool(value))
+        return "(not set)" if not count else ("***" if not isinstance(value, tuple) else f"{count} key(s), ***")
+    if name in ("store", "outbound_proxy", "upstream", "base_url") and isinstance(value, str):
+        return without_userinfo(value) or '""'
+    if name == "model_map":
+        return ",".join(f"{glob}={target}" for glob, target in getattr(value, "rules", ()))
+    if name == "models" and isinstance(value, tuple):
+        return ",".join(f"{glob}={rename}" if rename else glob for glob, rename in value)
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def check_config(argv: list[str]) -> int:
+    """`rawproxy check-config [--config PATH] [FLAGS]`: the settings a start would resolve,
+    credentials masked; exit 2 with the reason when they would be refused."""
+    from dataclasses import fields
+
+    try:
+        settings = load_settings(argv)
+    except ConfigError as exc:
+        print(f"{program_name()}: {exc}", file=sys.stderr)
+        return 2
+    print(f"# config file: {settings.config_path or '(none)'}")
+    for f in fields(settings):
+        if f.name not in ("upstreams", "config_path", "worker_id", "worker_dir"):
+            print(f"{f.name} = {_shown(f.name, getattr(settings, f.name))}")
+    for upstream in settings.upstream_list():
+        print("\n[[upstreams]]")
+        for f in fields(upstream):
+            print(f"{f.name} = {_shown(f.name, getattr(upstream, f.name))}")
     return 0
 
 

@@ -18,7 +18,8 @@ request (SIGTERM, SIGINT) wakes it at once and nothing polls.
   for stragglers, exit 0. A second signal during the wait (a second or more after the
   first) is passed on: each worker cuts its in-flight requests, every client told in its
   dialect, and exits; a third kills the stragglers at once.
-- SIGHUP is logged and ignored (no reload yet), here and in the workers.
+- SIGHUP, with a config file in use, is passed to every worker, each of which reloads
+  it; without one it is logged and ignored, here and in the workers.
 - Before any worker starts, the reasoning store is opened once: a store that cannot
   serve stops everything with one line and exit code 2. A worker that exits with code 2
   soon after it started (it could not start: the same store, a setting) is not restarted
@@ -93,6 +94,7 @@ class Supervisor:
         self.env = dict(os.environ if env is None else env)
         self._stopping = False
         self._failed: int | None = None  # the exit code once a worker could not start
+        self.reloads = False  # a config file is in use: SIGHUP goes on to the workers
 
     # ---------------------------------------------------------------- workers
 
@@ -195,8 +197,14 @@ class Supervisor:
             signals = os.read(rfd, 512)
         except BlockingIOError:
             signals = b""
-        if signal.SIGHUP in signals:
+        if signal.SIGHUP in signals and not self.reloads:
             log.warning(HUP_IGNORED)
+        elif signal.SIGHUP in signals:
+            # Each worker reloads the config file itself (and keeps its settings if the new file is bad).
+            live = self._live_procs()
+            log.info("SIGHUP: passed to %d worker(s) to reload the configuration", len(live))
+            for _, proc in live:
+                proc.send_signal(signal.SIGHUP)
         return any(s in (signal.SIGTERM, signal.SIGINT) for s in signals)
 
     def _shutdown(self, selector: selectors.BaseSelector, rfd: int) -> None:
@@ -270,4 +278,6 @@ def supervise(settings: Settings, argv: list[str]) -> int:
             # One sealing secret for all workers (through the environment, never argv), so a
             # Responses client's sealed reasoning opens on whichever worker it reaches.
             env["PROXY_SECRET"] = secrets.token_hex(32)
-        return Supervisor(worker_argv, settings.workers, settings.graceful_timeout, env).run()
+        supervisor = Supervisor(worker_argv, settings.workers, settings.graceful_timeout, env)
+        supervisor.reloads = bool(settings.config_path)
+        return supervisor.run()

@@ -44,6 +44,9 @@ def tenant_of(credential: bytes | None) -> str:
     return hashlib.blake2b(credential, digest_size=16, person=_TENANT_PERSON).hexdigest()
 
 
+# Waits before asking a shared store again for turns it did not have (seconds).
+_SHARED_MISS_PAUSES = (0.05, 0.15)
+
 class ReasoningKeeper:
     def __init__(self, store: ReasoningStore, *, name: str = "", queue_entries: int = 256,
                  queue_bytes: int = 32 * 1024 * 1024, recall_timeout: float = 0.5, flush_timeout: float = 2.0) -> None:
@@ -87,6 +90,16 @@ class ReasoningKeeper:
             with trio.move_on_after(self.recall_timeout) as scope:
                 try:
                     found.update(await self.store.get_many(rest))
+                    # A store shared with other processes may be a moment behind: the turn
+                    # was answered by another replica whose queued write has not landed yet
+                    # (a fast client replays within milliseconds). A miss there waits a
+                    # little, inside the recall's own time limit, before it counts.
+                    for pause in _SHARED_MISS_PAUSES if getattr(self.store, "shared", False) else ():
+                        missing = [k for k in rest if k not in found]
+                        if not missing:
+                            break
+                        await trio.sleep(pause)
+                        found.update(await self.store.get_many(missing))
                 except Exception as exc:
                     self.outage.failed("a recall", exc)
                 else:

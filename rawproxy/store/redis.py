@@ -77,6 +77,7 @@ def decode(raw: bytes) -> Reasoning | None:
 
 class RedisReasoningStore:
     kind = "redis"
+    shared = True  # other replicas write to the same Redis
 
     def __init__(self, target: RedisTarget, ttl: float, *, connect_timeout: float = CONNECT_TIMEOUT,
                  command_timeout: float = COMMAND_TIMEOUT, check_every: float = CHECK_EVERY,

@@ -64,6 +64,8 @@ _EVICT_TO = 0.9          # eviction brings the total down to this fraction of ma
 
 
 class SQLiteReasoningStore:
+    shared = True  # other worker processes write to the same file
+
     def __init__(self, path: str, max_bytes: int, ttl: float, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.max_bytes = max_bytes

@@ -50,11 +50,14 @@ class Pool:
         self._swept = time.monotonic()
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
-        wait = request.extensions.get("timeout", {}).get("pool")
-        with trio.move_on_after(wait if wait is not None else float("inf")) as waited:
-            await self._slots.acquire()
-        if waited.cancelled_caught:
-            raise httpcore.PoolTimeout("no upstream connection came free in time")
+        if self._slots.value:  # a slot free (no one is queued then): taken without a cancel scope
+            self._slots.acquire_nowait()
+        else:
+            wait = request.extensions.get("timeout", {}).get("pool")
+            with trio.move_on_after(wait if wait is not None else float("inf")) as waited:
+                await self._slots.acquire()
+            if waited.cancelled_caught:
+                raise httpcore.PoolTimeout("no upstream connection came free in time")
         try:
             origin = request.url.origin
             connection = await self._reusable(origin)

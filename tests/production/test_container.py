@@ -152,6 +152,9 @@ def test_runtime_set_installs_small_and_serves(tmp_path):
                                    {"authorization": "Bearer any"})
         assert status == 200, answer
         assert answer["choices"][0]["message"]["content"].startswith("Sim answer")
+        # The dashboard's page is package data: the installed copy serves it.
+        with urllib.request.urlopen(url + "/dashboard", timeout=5) as resp:
+            assert resp.status == 200 and b"<title>rawproxy</title>" in resp.read()
     finally:
         proc.terminate()
         try:

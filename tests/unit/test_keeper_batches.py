@@ -57,3 +57,30 @@ async def test_a_store_without_put_many_still_gets_every_turn_one_by_one():
     store = RoundTripStore(batches=False)
     await _remember(store, 20)
     assert len(store.data) == 20 and store.round_trips == 20
+
+
+async def test_a_miss_on_a_shared_store_waits_briefly_for_a_write_in_flight():
+    """Another replica answered the turn and its write lands a moment later: the recall
+    still finds it, within the recall's time limit; a memory store is not waited on."""
+    from rawproxy.core.reasoning import Reasoning
+    from rawproxy.store.keeper import ReasoningKeeper
+    from rawproxy.store.memory import MemoryReasoningStore
+
+    class LateSharedStore(MemoryReasoningStore):
+        shared = True
+
+    store = LateSharedStore(1 << 20, 60.0)
+    keeper = ReasoningKeeper(store)
+
+    async def other_replica_writes_late() -> None:
+        await trio.sleep(0.03)
+        await store.put("t:turn", Reasoning("real reasoning"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other_replica_writes_late)
+        assert await keeper.recall(["t:turn"]) == {"t:turn": Reasoning("real reasoning")}
+
+    plain = ReasoningKeeper(MemoryReasoningStore(1 << 20, 60.0))
+    started = trio.current_time()
+    assert await plain.recall(["t:other"]) == {}
+    assert trio.current_time() - started < 0.01
