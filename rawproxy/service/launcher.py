@@ -110,7 +110,11 @@ def main(flags: list[str], command: str, args: list[str], env: Mapping[str, str]
     except SystemExit as exc:  # argparse said why already
         return int(exc.code or 0)
     if command == "env":
-        print(env_script(args[0], configured_url(settings), settings, env))
+        url = configured_url(settings)
+        print(env_script(args[0], url, settings, env))
+        if not is_rawproxy(url):  # on stderr: `eval "$(rawproxy env claude)"` reads stdout only
+            print(f"{prog}: note: no proxy answers at {url} yet: start one with `{prog}` and the same settings",
+                  file=sys.stderr)
         return 0
     client = CLIENTS[command]
     binary = find_binary(client, env)
@@ -125,12 +129,19 @@ def main(flags: list[str], command: str, args: list[str], env: Mapping[str, str]
         url = configured_url(settings)
         if is_rawproxy(url):
             return run_client(client_command(command, binary, args, url, settings), client_env(command, url, settings, env))
+        if not settings.api_key and not settings.simulator and not settings.access_keys \
+                and not env.get(CLIENT_KEY_VAR):
+            print(f"{prog}: note: no upstream key is set (ZENMUX_API_KEY or --api-key), so the proxy forwards "
+                  f"the client's key, and {client.name} is given a placeholder: set {CLIENT_KEY_VAR} to your "
+                  "upstream key", file=sys.stderr)
         with shared_proxy(flags, settings, env) as url:
             return run_client(client_command(command, binary, args, url, settings),
                               client_env(command, url, settings, env))
     except LaunchError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before the client ran (it takes Ctrl-C itself once running)
+        return 128 + signal.SIGINT
 
 
 # ------------------------------------------------------------------ where the proxy is
@@ -253,9 +264,12 @@ class SharedProxy:
         launcher is counted as one of its users."""
         with self._locked() as state:
             clients = [c for c in state.get("clients", []) if isinstance(c, list) and _alive(*c)]
-            proxy = state.get("proxy")
-            if not (isinstance(proxy, dict) and _alive(proxy["pid"], proxy.get("started"))
-                    and is_rawproxy(f"http://127.0.0.1:{proxy['port']}")):
+            found = state.get("proxy")
+            proxy: dict[str, Any] = found if isinstance(found, dict) else {}
+            running = bool(proxy) and _alive(proxy["pid"], proxy.get("started"))
+            if not (running and is_rawproxy(f"http://127.0.0.1:{proxy['port']}")):
+                if running and not clients:
+                    self._stop(proxy)  # alive, unanswering and used by no one: one of ours, stuck
                 proxy = self._start()
             clients.append([self.me, _start_time(self.me)])
             state.clear()
@@ -284,12 +298,17 @@ class SharedProxy:
                                          start_new_session=True, env=dict(self.env), close_fds=True)
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + START_TIMEOUT
-            while time.monotonic() < deadline and child.poll() is None:
-                if is_rawproxy(url, timeout=1.0):
-                    self._child = child
-                    print(f"{program_name()}: started a proxy on {url} (log: {self.log_path})", file=sys.stderr)
-                    return {"pid": child.pid, "port": port, "started": _start_time(child.pid)}
-                time.sleep(0.1)
+            try:
+                while time.monotonic() < deadline and child.poll() is None:
+                    if is_rawproxy(url, timeout=1.0):
+                        self._child = child
+                        print(f"{program_name()}: started a proxy on {url} (log: {self.log_path})", file=sys.stderr)
+                        return {"pid": child.pid, "port": port, "started": _start_time(child.pid)}
+                    time.sleep(0.1)
+            except BaseException:  # Ctrl-C while it starts: no proxy left behind unlisted
+                child.kill()
+                child.wait()
+                raise
             if child.poll() is None:
                 child.kill()
                 child.wait()
@@ -328,7 +347,13 @@ def shared_proxy(flags: list[str], settings: Settings, env: Mapping[str, str]) -
     try:
         yield url
     finally:
-        shared.release()
+        # A late Ctrl-C (a second one for the client) must not cut the stop short and
+        # leave the proxy running with no one on the list.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            shared.release()
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 # ------------------------------------------------------------------ the clients

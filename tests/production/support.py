@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import threading
 import time
 import urllib.request
 
@@ -162,3 +163,25 @@ def eventually(check, timeout: float = 3.0):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.02)
+
+
+class ThreadedServer:
+    """A loopback listener serving each connection on a thread of its own (`_serve`)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+
+    def start(self) -> None:
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError

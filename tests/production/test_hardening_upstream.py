@@ -20,6 +20,7 @@ from .support import (
     ANTHROPIC_BODY,
     ENV_WITHOUT_PROXIES,
     OPENAI_BODY,
+    ThreadedServer,
     eventually,
     fsim,
     metric,
@@ -37,26 +38,17 @@ PATHS: dict[str, tuple[str, dict]] = {"anthropic": ("/v1/messages", ANTHROPIC_BO
 Script = Callable[[socket.socket], None]
 
 
-class ScriptedUpstream:
+class ScriptedUpstream(ThreadedServer):
     """A raw-socket upstream on 127.0.0.1: reads each request whole, then runs `script`
     on the connection (set or changed between requests), then closes it."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.script: Script = answer(200, b"{}")
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.start()
 
     def base(self, fmt: str) -> str:
         return f"http://127.0.0.1:{self.port}" + ("/anthropic" if fmt == "anthropic" else "/v1")
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(10)

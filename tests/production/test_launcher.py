@@ -255,6 +255,41 @@ def test_sigterm_reaches_the_client_and_the_proxy_is_stopped(sim, tmp_path):
             proc.wait()
 
 
+def test_a_launcher_killed_outright_does_not_keep_the_proxy_alive(sim, tmp_path):
+    launcher = Launcher(tmp_path, sim)
+    killed = launcher.start("claude", "first", FAKE_WAIT_FOR=str(tmp_path / "never"))
+    try:
+        assert eventually(lambda: len(launcher.recorded()) == 1, timeout=30), killed.stderr
+        [first] = launcher.recorded()
+        os.kill(killed.pid, signal.SIGKILL)  # no chance to take itself off the list
+        killed.wait(10)
+        os.kill(first["pid"], signal.SIGKILL)  # its client, left behind
+        pid, url = int(first["health"]["worker"]), first["env"]["ANTHROPIC_BASE_URL"]
+        assert answers(url)  # orphaned, still running
+        # The next launcher finds the dead one on the list, drops it, and, last out, stops the proxy.
+        run = launcher.run("codex", "second")
+        assert run.returncode == 0, run.stderr
+        assert launcher.recorded()[1]["health"]["worker"] == str(pid)
+        assert_background_proxy_stopped(launcher, url, pid)
+    finally:
+        if killed.poll() is None:
+            os.killpg(killed.pid, signal.SIGKILL)
+            killed.wait()
+
+
+def test_a_proxy_that_forwards_client_keys_gets_the_users_own(sim, tmp_path):
+    launcher = Launcher(tmp_path, sim)
+    flags = [f for f in launcher.flags if f not in ("--api-key", UPSTREAM_KEY)]  # no upstream key
+    run = launcher.run("claude", "hi", flags=flags)
+    assert run.returncode == 0 and "set RAWPROXY_CLIENT_KEY to your upstream key" in run.stderr
+    run = launcher.run("claude", "hi", flags=flags, RAWPROXY_CLIENT_KEY="users-own-upstream-key")
+    assert run.returncode == 0 and "RAWPROXY_CLIENT_KEY" not in run.stderr
+    placeholder, own = launcher.recorded()
+    assert placeholder["env"]["ANTHROPIC_AUTH_TOKEN"] == "rawproxy"
+    forwarded = own["env"]["ANTHROPIC_AUTH_TOKEN"] == "users-own-upstream-key"
+    assert forwarded, "the user's own upstream key was not given to the client"
+
+
 @pytest.mark.parametrize("kind,package,variable", [("claude", "@anthropic-ai/claude-code", "CLAUDE_BIN"),
                                                    ("codex", "@openai/codex", "CODEX_BIN")])
 def test_a_missing_client_says_how_to_install_it(sim, tmp_path, kind, package, variable):

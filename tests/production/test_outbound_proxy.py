@@ -13,34 +13,12 @@ import anthropic
 import httpx
 import pytest
 
-from .support import ANTHROPIC_BODY, ENV_WITHOUT_PROXIES, fsim, proxies, sim, start_raw_proxy
+from .support import ANTHROPIC_BODY, ENV_WITHOUT_PROXIES, ThreadedServer, fsim, proxies, sim, start_raw_proxy
 
 _ = (fsim, sim, proxies)  # fixtures
 
 
-class _ThreadedServer:
-    """A loopback listener serving each connection on a thread of its own (`_serve`)."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-
-    def start(self) -> None:
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        raise NotImplementedError
-
-
-class ForwardProxy(_ThreadedServer):
+class ForwardProxy(ThreadedServer):
     """HTTP forward proxy, no CONNECT: one request per connection, relayed byte for byte."""
 
     def __init__(self, hosts: dict[str, str] | None = None) -> None:
@@ -147,7 +125,7 @@ def test_http_proxy_from_the_environment_and_no_proxy(sim, forward, tmp_path):
         proc.stop()
 
 
-class Socks5Proxy(_ThreadedServer):
+class Socks5Proxy(ThreadedServer):
     """SOCKS5, no authentication, CONNECT only: enough to see httpcore's socks path work."""
 
     def __init__(self) -> None:

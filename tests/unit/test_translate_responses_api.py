@@ -47,6 +47,7 @@ from tests.unit.translate_strategies import (
     anthropic_body,
     anthropic_stream,
     before_finish,
+    chunk,
     cut,
     openai_body,
     openai_stream,
@@ -566,18 +567,6 @@ def test_empty_answer_and_no_usage():
 
 
 # ---------------------------------------------------------------- streams: named cases
-
-
-def chunk(delta: dict | None = None, finish: str | None = None, usage: dict | None = None, choices: bool = True) -> str:
-    body: dict = {"id": "cmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "kimi"}
-    if choices:
-        choice = {"index": 0, "delta": delta or {}, "finish_reason": finish}
-        if usage and finish:
-            choice["usage"] = usage  # Kimi's in-choice usage
-        body["choices"] = [choice]
-    else:
-        body["choices"], body["usage"] = [], usage
-    return f"data: {json.dumps(body)}\n\n"
 
 
 def stream(*parts: str, context: AnswerContext | None = None, close: bool = True) -> tuple[ChatToResponsesStream, list[dict], list[bytes]]:

@@ -31,6 +31,7 @@ from tests.unit.translate_strategies import (
     before_finish,
     check_anthropic_events,
     check_openai_chunks,
+    chunk,
     cut,
     openai_body,
     openai_essence,
@@ -112,19 +113,6 @@ def cut_of(data: bytes):
 
 
 # ---------------------------------------------------------------- helpers for named tests
-
-
-def chunk(delta: dict | None = None, finish: str | None = None, usage: dict | None = None, choices: bool = True) -> str:
-    body: dict = {"id": "cmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "kimi"}
-    if choices:
-        choice = {"index": 0, "delta": delta or {}, "finish_reason": finish}
-        if usage and finish:
-            choice["usage"] = usage  # Kimi's in-choice usage
-        body["choices"] = [choice]
-    else:
-        body["choices"] = []
-        body["usage"] = usage
-    return f"data: {json.dumps(body)}\n\n"
 
 
 USAGE = {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150, "cached_tokens": 100}

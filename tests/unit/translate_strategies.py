@@ -399,3 +399,18 @@ def check_openai_chunks(out: list[bytes], include_usage: bool, complete: bool = 
             assert ("id" in tc) == first and ("name" in tc.get("function", {})) == first, "id/name once per index"
     assert seen == set(range(len(seen))), "tool indexes 0, 1, 2..."
     return chunks
+
+
+def chunk(delta: dict | None = None, finish: str | None = None, usage: dict | None = None,
+          choices: bool = True) -> str:
+    """One Kimi-shaped chat.completion.chunk SSE event, for the named stream tests."""
+    body: dict = {"id": "cmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "kimi"}
+    if choices:
+        choice = {"index": 0, "delta": delta or {}, "finish_reason": finish}
+        if usage and finish:
+            choice["usage"] = usage  # Kimi's in-choice usage
+        body["choices"] = [choice]
+    else:
+        body["choices"] = []
+        body["usage"] = usage
+    return f"data: {json.dumps(body)}\n\n"
