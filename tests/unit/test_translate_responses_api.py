@@ -49,6 +49,7 @@ from tests.unit.translate_strategies import (
     before_finish,
     chunk,
     cut,
+    feed_text,
     openai_body,
     openai_stream,
     run,
@@ -571,13 +572,7 @@ def test_empty_answer_and_no_usage():
 
 def stream(*parts: str, context: AnswerContext | None = None, close: bool = True) -> tuple[ChatToResponsesStream, list[dict], list[bytes]]:
     t = translator(context)
-    parser = SSEParser()
-    out: list[bytes] = []
-    for p in parts:
-        for e in parser.feed(p.encode()):
-            out += t.feed(e)
-    if close:
-        out += t.close()
+    out = feed_text(t, parts, close)
     return t, [json.loads(SSEParser().feed(o)[0].data) for o in out], out
 
 

@@ -33,6 +33,7 @@ from tests.unit.translate_strategies import (
     check_openai_chunks,
     chunk,
     cut,
+    feed_text,
     openai_body,
     openai_essence,
     openai_final,
@@ -119,14 +120,7 @@ USAGE = {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150, "ca
 
 
 def o2a(*parts: str, close: bool = True) -> tuple[list[dict], list[bytes]]:
-    t = OpenAIToAnthropicStream(MODEL, TURN)
-    parser = SSEParser()
-    out: list[bytes] = []
-    for p in parts:
-        for e in parser.feed(p.encode()):
-            out += t.feed(e)
-    if close:
-        out += t.close()
+    out = feed_text(OpenAIToAnthropicStream(MODEL, TURN), parts, close)
     return [json.loads(SSEParser().feed(o)[0].data) for o in out], out
 
 

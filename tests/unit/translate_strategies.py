@@ -414,3 +414,15 @@ def chunk(delta: dict | None = None, finish: str | None = None, usage: dict | No
         body["choices"] = []
         body["usage"] = usage
     return f"data: {json.dumps(body)}\n\n"
+
+
+def feed_text(translator, parts: tuple[str, ...], close: bool = True) -> list[bytes]:
+    """What a stream translator writes for upstream SSE text arriving in `parts`."""
+    parser = SSEParser()
+    out: list[bytes] = []
+    for part in parts:
+        for event in parser.feed(part.encode()):
+            out += translator.feed(event)
+    if close:
+        out += translator.close()
+    return out
