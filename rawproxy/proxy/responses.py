@@ -71,9 +71,7 @@ class ResponsesRoute:
         if translated.skipped_items:
             log.debug("responses: input items with no upstream form left out: %s",
                       ", ".join(translated.skipped_items))
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise ClientError("model is required and must be a non-empty string")
+        model: str = body["model"]  # requests.validate_responses has checked it
         remember = translated.store
         items = _input_items(body)
 
