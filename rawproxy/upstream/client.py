@@ -17,11 +17,13 @@ from dataclasses import dataclass
 import httpcore
 import trio
 
+from ..core.chunked import ChunkedError
 from ..core.errors import UpstreamError
 from ..core.metrics import Metrics
 from ..core.urls import host_port, without_userinfo
+from .direct import open_chunked_body
 from .outbound import make_proxy
-from .pool import Pool
+from .pool import Pool, PooledStream
 from .retry import RetryPolicy, parse_retry_after
 
 log = logging.getLogger("rawproxy.upstream")
@@ -41,6 +43,7 @@ class UpstreamResponse:
     _where: str
     _sent_at: float = 0.0
     _metrics: Metrics | None = None
+    _read_timeout: float | None = None
     _closed: bool = False
 
     @property
@@ -65,12 +68,17 @@ class UpstreamResponse:
             await self.aclose()
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; a chunked one (every SSE stream) one item per network read."""
+        raw = self._raw
+        stream = raw.stream
+        body = open_chunked_body(stream.byte_stream, raw.extensions.get("network_stream"), raw.headers,
+                                 self._read_timeout) if isinstance(stream, PooledStream) else None
         try:
-            async for chunk in self._raw.aiter_stream():
+            async for chunk in (body if body is not None else raw.aiter_stream()):
                 yield chunk
         except httpcore.TimeoutException:
             raise UpstreamError(f"upstream {self._where} stopped sending (read timeout)", 504) from None
-        except (httpcore.NetworkError, httpcore.RemoteProtocolError) as exc:
+        except (httpcore.NetworkError, httpcore.RemoteProtocolError, ChunkedError) as exc:
             raise UpstreamError(f"upstream {self._where} broke off the stream: {_reason(exc)}") from None
 
     async def aclose(self) -> None:
@@ -177,7 +185,7 @@ class Upstream:
         if self.metrics is not None:
             self.metrics.upstream_ttfb.observe(time.perf_counter() - sent)
         response_headers = [(k.lower(), v) for k, v in raw.headers if k.lower() not in _HOP_BY_HOP]
-        return UpstreamResponse(raw.status, response_headers, raw, where, sent, self.metrics)
+        return UpstreamResponse(raw.status, response_headers, raw, where, sent, self.metrics, self._timeouts["read"])
 
     async def aclose(self) -> None:
         await self._pool.aclose()

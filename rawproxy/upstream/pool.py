@@ -144,6 +144,11 @@ class PooledStream:
     def __aiter__(self):
         return self._stream.__aiter__()
 
+    @property
+    def byte_stream(self) -> Any:
+        """httpcore's own stream of the body (`upstream.direct` may read past it)."""
+        return self._stream
+
     async def aclose(self) -> None:
         if self._closed:
             return
