@@ -58,6 +58,9 @@ class SSEParser:
         self._eof = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if (not self._buf and self._bom_checked and not self._seen_cr and type(chunk) is bytes
+                and chunk.endswith(b"\n\n") and b"\r" not in chunk):
+            return self._whole_events(chunk)
         buf = self._buf
         buf += chunk
         if not self._bom_checked:
@@ -115,6 +118,34 @@ class SSEParser:
             raise EventTooLarge(self._max_event_bytes, out)
         return out
 
+    def _whole_events(self, chunk: bytes) -> list[SSEEvent]:
+        """The common read: one or more whole events framed by LF, nothing pending before
+        them. Same events as the general path, without copying the read into the buffer
+        and back out: a read holding one event is that event's `raw` as it is."""
+        out: list[SSEEvent] = []
+        start, end = 0, len(chunk)
+        limit = self._max_event_bytes
+        while start < end:
+            if chunk[start] == 0x0A:  # a blank line with no field before it
+                stop = start
+            else:
+                stop = chunk.find(b"\n\n", start)  # found: the read ends with one
+                for line in chunk[start:stop].split(b"\n"):
+                    if line.startswith(b"data:"):
+                        value = line[6:] if line[5:6] == b" " else line[5:]
+                        self._data.append(value.decode("utf-8", "replace"))
+                        self._has_data = True
+                    else:
+                        self._field(line, 0, len(line))
+                stop += 1
+            nxt = stop + 1
+            if nxt - start > limit:
+                self._data = []
+                raise EventTooLarge(limit, out)
+            out.append(self._dispatch(chunk if nxt - start == end else chunk[start:nxt]))
+            start = nxt
+        return out
+
     def _dispatch(self, raw: bytes) -> SSEEvent:
         if self._has_data:
             event = SSEEvent(self._event, "\n".join(self._data), raw, True)
@@ -125,7 +156,7 @@ class SSEParser:
         self._has_data = False
         return event
 
-    def _field(self, buf: bytearray, start: int, end: int) -> None:
+    def _field(self, buf: bytearray | bytes, start: int, end: int) -> None:
         if buf[start] == 0x3A:  # ":" comment
             return
         colon = buf.find(b":", start, end)

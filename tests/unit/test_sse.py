@@ -124,3 +124,30 @@ def test_encode_event_roundtrips_multiline():
     raw = encode_event("line1\nline2", "message_start")
     [event] = parse_all([raw])
     assert (event.event, event.data, event.raw) == ("message_start", "line1\nline2", raw)
+
+
+lf_event_st = st.tuples(event_st.map(lambda e: e[0]), st.lists(field_text, min_size=1, max_size=3), st.just("\n"),
+                        st.booleans(), st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(lf_event_st, event_st), min_size=1, max_size=8), st.lists(st.integers(0, 8), max_size=8),
+       st.integers(0, 3))
+def test_reads_of_whole_events_give_what_bytewise_reads_give(events, groups, blanks):
+    """Upstreams mostly send one or a few whole events per read: grouped that way (with
+    extra blank lines here and there), the events, fields and raw bytes are the same as
+    when the stream arrives a byte at a time."""
+    blocks = [render([e])[0] for e in events]
+    for k in range(min(blanks, len(blocks))):
+        blocks[k] = b"\n" + blocks[k]
+    reads, at = [], 0
+    for size in [*groups, len(blocks)]:
+        if at < len(blocks):
+            reads.append(b"".join(blocks[at:at + max(size, 1)]))
+            at += max(size, 1)
+    data = b"".join(reads)
+    whole = parse_all(reads)
+    bytewise = parse_all([data[i:i + 1] for i in range(len(data))])
+    assert [(e.event, e.data, e.raw, e.dispatch) for e in whole] == [(e.event, e.data, e.raw, e.dispatch)
+                                                                      for e in bytewise]
+    assert b"".join(e.raw for e in whole) == data
