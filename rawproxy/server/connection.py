@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import h11
@@ -417,7 +418,7 @@ class ClientConnection:
                 chunked = b"\r\ntransfer-encoding: chunked\r\n" in head.lower()
                 await self.stream.send_all(head)
                 sending = False
-                send_all = self.stream.send_all
+                send_all = self._stream_writer()
                 async for item in stream:
                     if item:
                         sending = True
@@ -442,6 +443,25 @@ class ClientConnection:
                         await aclose()
             nursery.cancel_scope.cancel()
         return finished
+
+    def _stream_writer(self) -> Callable[[bytes], Awaitable[None]]:
+        """`send_all` for a stream's chunks, one call per upstream read. trio's
+        SocketStream.send_all wraps every call in a conflict detector and an
+        error-translating context manager; this task is the connection's only writer
+        while it streams, so the socket's own `send` (with its checkpoints) is called
+        directly, with the same errors: a peer gone is BrokenResourceError."""
+        send = self.stream.socket.send
+
+        async def send_all(data: bytes) -> None:
+            try:
+                sent = await send(data)
+                if sent < len(data):
+                    view = memoryview(data)
+                    while sent < len(view):
+                        sent += await send(view[sent:])
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+        return send_all
 
     async def _watch_client(self, scope: trio.CancelScope) -> None:
         """Cancel the request when the client closes its end before the response is done."""
