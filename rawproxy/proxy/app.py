@@ -25,12 +25,11 @@ from ..core.reasoning import ReasoningStore
 from ..core.seal import ReasoningSeal
 from ..core.settings import Settings
 from ..core.urls import without_userinfo
-from ..core.usage import TOKEN_KINDS
 from ..server.http import Request, RequestHead, Response, json_response
 from ..store.keeper import ReasoningKeeper
 from ..store.memory import MemoryReasoningStore
 from ..upstream import RetryPolicy, Upstream
-from . import dashboard
+from . import access_log, dashboard
 from .models import ModelList
 from .outcome import Outcome
 from .peers import WorkerPeers
@@ -58,7 +57,6 @@ class _NoRoom(StatusError):
     default_status = 503
 
 log = logging.getLogger("rawproxy")
-access_log = logging.getLogger("rawproxy.access")
 
 
 class ProxyApp:
@@ -234,19 +232,7 @@ class ProxyApp:
         if path in dashboard.PROBES:
             return  # probes, scrapes and the dashboard's polling would drown the log
         self.recent.add(method, route, status, seconds, outcome, self.worker)
-        repairs = ",".join(outcome.repairs) or "-"
-        access_log.info(
-            "%s %s %d %.1fms upstream=%s model=%s repairs=%s%s%s",
-            method, path, status, seconds * 1000, outcome.upstream_status, outcome.model or "-", repairs,
-            f" stream={outcome.stream}" if outcome.stream else "",
-            f" tokens={tokens.get('input', '-')}/{tokens.get('output', '-')}" if tokens else "",
-            extra={"fields": {
-                "method": method, "route": route, "path": path, "status": status,
-                "duration_ms": round(seconds * 1000, 1), "upstream_status": outcome.upstream_status,
-                "model": outcome.model or None, "repairs": outcome.repairs, "stream": outcome.stream,
-                **{f"tokens_{kind}": tokens.get(kind) for kind in TOKEN_KINDS},
-            }},
-        )
+        access_log.write(method, path, route, status, seconds, outcome, tokens)
 
     async def _messages(self, request: Request, outcome: Outcome) -> Response:
         body = await self._read(request, validate_anthropic)
