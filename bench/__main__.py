@@ -20,10 +20,12 @@ import time
 from . import deps, load, report, systems
 from .deps import log
 
+# big_streams / big_stream_secs: the stream scenario again with a Claude Code-sized body
+# (about 50 KB), fewer streams at the same pace.
 FULL = dict(warmup=1.0, probe=1.0, c1=4, c32=4, sat=4, sat_conc=64, stream_secs=8, stream_grace=12,
-            streams=200, rate=50, rss_streams=500, cold_tries=3)
+            streams=200, rate=50, big_streams=50, big_stream_secs=8, rss_streams=500, cold_tries=3)
 QUICK = dict(warmup=0.3, probe=0.4, c1=1, c32=1, sat=0, sat_conc=64, stream_secs=1.5, stream_grace=3,
-             streams=200, rate=50, rss_streams=0, cold_tries=1)
+             streams=200, rate=50, big_streams=50, big_stream_secs=1.0, rss_streams=0, cold_tries=1)
 
 
 def pick_cores() -> dict:
@@ -62,8 +64,8 @@ class Bench:
     def run_route(self, s: systems.System, route: systems.Route) -> dict:
         c, t = self.cfg, route.target
         self.settle(s)
-        row = {"route": route.route, "floor": route.floor, "dialect": t.dialect}
-        log(f"  {route.name}: warm-up, c=1, c=32" + (f", c={c['sat_conc']}" if c["sat"] else "") + ", streams")
+        row: dict = {"route": route.route, "floor": route.floor, "dialect": t.dialect}
+        log(f"  {route.name}: warm-up, c=1, c=32" + (f", c={c['sat_conc']}" if c["sat"] else "") + ", streams, big-body streams")
         # Warm-up (pools, caches), then the TTFB probe with our own client (wrk does not
         # report TTFB), then the measured runs.
         asyncio.run(load.nonstream_own(t, 8, c["warmup"]))
@@ -85,6 +87,13 @@ class Bench:
         events = int(c["rate"] * c["stream_secs"])
         row["stream"] = asyncio.run(load.streams(t, c["streams"], events, c["rate"], timeout=c["stream_secs"] + c["stream_grace"],
                                                  cpu=s.cpu_seconds if s.cmd is not None else None))
+        # Streams with the Claude Code-sized body (fewer of them, same pace): each request
+        # makes the proxy parse and rewrite ~50 KB before relaying the same events.
+        self.settle(s)
+        events = int(c["rate"] * c["big_stream_secs"])
+        row["big_stream"] = asyncio.run(load.streams(big, c["big_streams"], events, c["rate"],
+                                                     timeout=c["big_stream_secs"] + c["stream_grace"],
+                                                     cpu=s.cpu_seconds if s.cmd is not None else None))
         return row
 
     def run_system(self, s: systems.System) -> dict:

@@ -27,7 +27,8 @@ CHUNKED_RE = re.compile(rb"\r\ntransfer-encoding:[^\r]*chunked", re.I)
 
 # ---- request bodies: a compact but realistic agent turn (system, tools, a tool loop whose
 # assistant turn has no thinking block / reasoning_content, so the proxies must repair it,
-# and parameters Kimi rejects). ~5 KB, so parsing and re-encoding cost something real.
+# and parameters Kimi rejects). ~3 KB (Target.pad grows it to a Claude Code-sized ~50 KB),
+# so parsing and re-encoding cost something real.
 _SYSTEM = "You are a coding agent. Use the tools to inspect and change the repository. " * 12
 _TOOLS = [("Bash", "Run a shell command", {"command": {"type": "string"}}),
           ("Read", "Read a file", {"path": {"type": "string"}, "offset": {"type": "integer"}}),
@@ -342,6 +343,7 @@ async def streams(target: Target, n_streams: int, events: int, rate: float, time
     event is measured from the moment every stream has its first event to the end (the
     connection ramp is left out, as for the delays)."""
     loop = asyncio.get_running_loop()
+    # Encoded once: every stream writes the same bytes (a 50 KB body costs one json.dumps).
     run = _StreamRun(target.request(stream=True, prompt=f"Go on. bench events={events} rate={rate:g}"))
     started = asyncio.Event()
     first = {"n": 0}
@@ -403,6 +405,7 @@ async def streams(target: Target, n_streams: int, events: int, rate: float, time
     start = min(run.last_first_byte or t_opened, t_opened + 2_000_000_000)
     steady = [d for d, s in zip(run.delays, run.sent) if s >= start]
     return {"streams": n_streams, "events_per_stream": events, "rate": rate,
+            "body_bytes": len(run.req) - run.req.index(b"\r\n\r\n") - 4,
             "expected_events": n_streams * events, "delivered_events": delivered,
             "streams_started": first["n"], "events_per_s": delivered / elapsed if elapsed else 0.0,
             "delay": summarize(steady), "ttfb": summarize(run.ttfb), "errors": run.errors,

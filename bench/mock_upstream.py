@@ -33,8 +33,12 @@ import time
 
 STREAM_RE = re.compile(rb'"stream"\s*:\s*true')
 USAGE_RE = re.compile(rb'"include_usage"\s*:\s*true')
-EVENTS_RE = re.compile(rb'(?:events=|x-mock-events:\s*)(\d+)')
-RATE_RE = re.compile(rb'(?:rate=|x-mock-rate:\s*)(\d+(?:\.\d+)?)')
+# Each starts with a literal, which `re` finds with a fast substring search: an alternation
+# such as (?:events=|x-mock-events:) is tried at every offset, ~0.6 ms per 50 KB body.
+EVENTS_RE = re.compile(rb'events=(\d+)')
+RATE_RE = re.compile(rb'rate=(\d+(?:\.\d+)?)')
+EVENTS_HDR_RE = re.compile(rb'x-mock-events:\s*(\d+)')
+RATE_HDR_RE = re.compile(rb'x-mock-rate:\s*(\d+(?:\.\d+)?)')
 CLEN_RE = re.compile(rb'\r\ncontent-length:\s*(\d+)', re.I)
 CHUNKED_RE = re.compile(rb'\r\ntransfer-encoding:[^\r]*chunked', re.I)
 CLOSE_RE = re.compile(rb'\r\nconnection:\s*close', re.I)
@@ -241,7 +245,8 @@ class MockConn(asyncio.Protocol):
             return
         # Parameters: body text first (survives proxies), then query, then headers.
         where = body + b" " + query.replace(b"&", b" ") + b" " + head.lower()
-        me, mr = EVENTS_RE.search(where), RATE_RE.search(where)
+        me = EVENTS_RE.search(where) or EVENTS_HDR_RE.search(where)
+        mr = RATE_RE.search(where) or RATE_HDR_RE.search(where)
         events = int(me.group(1)) if me else self.defaults[0]
         rate = float(mr.group(1)) if mr else self.defaults[1]
         self._stream(anthropic, events, rate, bool(USAGE_RE.search(body)))
