@@ -27,6 +27,8 @@ class BodyBudget:
         """Take `n` bytes, waiting up to `patience` seconds for others to give room back."""
         if n > self.limit:
             return False
+        if self.try_take(n):  # room now, the usual case: no cancel scope to set up
+            return True
         with trio.move_on_after(patience):
             while not self.try_take(n):
                 await self._freed.wait()
