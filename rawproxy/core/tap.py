@@ -5,7 +5,8 @@ A turn is keyed by a turn key: the key goes into the id of every tool call of th
 client sending any of those ids back brings the reasoning back. The tap reads the answer
 in the upstream's dialect on its way to the client; events it does not change are
 returned as the same object (the pass-through path forwards their original bytes), and
-it parses only the events it must.
+it parses only the events it must: the plain ones without jsonfast's check for huge
+integers, which only an exact number needs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,20 @@ from .ids import tool_call_id
 from .messages import reasoning_of
 from .reasoning import Reasoning
 from .sse import SSEEvent, encode_event
-from .usage import TokenUsage, json_object
+from .usage import TokenUsage
+
+# What json.dumps(value, ensure_ascii=False) writes, without it building an encoder per call.
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _object(data: str) -> dict | None:
+    """usage.json_object (an event's data as a JSON object, or None; never raises) with
+    the stdlib's results at jsonfast's speed."""
+    try:
+        doc = jsonfast.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 class Tap(Protocol):
@@ -67,6 +81,25 @@ class AnthropicTap(_Collected):
         super().__init__(turn_key, prefix)
         self._in_thinking = False
 
+    def _plain_thinking_delta(self, data: str) -> bool:
+        """Collects a thinking block's delta that reads plainly (a delta object, strings
+        where they are kept) without the exact parse; False when it needs that parse, to
+        get what it holds right or to raise where a malformed event does (the relay ends
+        the stream there, and a same-dialect client has no other reader of the event)."""
+        doc = jsonfast.loads_unchecked(data)
+        delta = doc.get("delta") if type(doc) is dict else None
+        if type(delta) is not dict:
+            return False
+        kind = delta.get("type")
+        if kind == "thinking_delta":
+            text = delta.get("thinking")
+            if type(text) is not str:
+                return False
+            self.parts.append(text)
+        elif kind == "signature_delta":
+            return False  # once a block: not worth a second way
+        return True
+
     def message(self, body: dict) -> None:
         """A whole (non-streamed) message: rewrite ids in place, collect thinking."""
         self.usage.read_anthropic(body.get("usage"))
@@ -84,10 +117,13 @@ class AnthropicTap(_Collected):
             return ev
         kind = ev.event
         if kind == "content_block_delta":
-            if self._in_thinking:
+            if self._in_thinking and not self._plain_thinking_delta(ev.data):
                 delta = jsonfast.loads(ev.data).get("delta") or {}
                 if delta.get("type") == "thinking_delta":
-                    self.parts.append(delta.get("thinking") or "")
+                    text = delta.get("thinking") or ""
+                    if not isinstance(text, str):  # malformed: the relay ends the stream with an error event
+                        raise TypeError(f"a thinking delta's text is {type(text).__name__}, not a string")
+                    self.parts.append(text)
                 elif delta.get("type") == "signature_delta":
                     self.signature = delta.get("signature") or self.signature
             return ev
@@ -101,13 +137,13 @@ class AnthropicTap(_Collected):
             if btype == "tool_use":
                 block["id"] = tool_call_id(self.turn_key, self.tool_calls, self.prefix)
                 self.tool_calls += 1
-                data = json.dumps(doc, ensure_ascii=False)
+                data = _dumps(doc)
                 return SSEEvent(ev.event, data, encode_event(data, ev.event or "content_block_start"), True)
             return ev
         if kind == "content_block_stop":
             self._in_thinking = False
         elif kind in ("message_start", "message_delta"):  # once each per answer: cheap to parse
-            doc = json_object(ev.data) or {}
+            doc = _object(ev.data) or {}
             usage = doc.get("usage")
             if kind == "message_start" and isinstance(doc.get("message"), dict):
                 usage = doc["message"].get("usage")
@@ -138,11 +174,11 @@ class OpenAITap(_Collected):
             return ev
         data = ev.data
         if '"usage"' in data:  # Kimi's last choice chunk, or the include_usage chunk
-            self._take_usage(json_object(data) or {})
+            self._take_usage(_object(data) or {})
         # Most chunks carry only `content`: skip the parse unless the chunk can matter.
         if "reasoning" not in data and "tool_calls" not in data:
             return ev
-        if data == "[DONE]":
+        if data == "[DONE]" or self._plain_chunk(data):
             return ev
         doc = jsonfast.loads(data)
         changed = False
@@ -161,8 +197,37 @@ class OpenAITap(_Collected):
                     changed = True
         if not changed:
             return ev
-        out = json.dumps(doc, ensure_ascii=False)
+        out = _dumps(doc)
         return SSEEvent(None, out, encode_event(out), True)
+
+    def _plain_chunk(self, data: str) -> bool:
+        """Collects the reasoning of a chunk that reads plainly (objects and lists where
+        the loop below expects them) and has no tool-call id to rewrite, without the exact
+        parse; False when it needs that parse: for an id's exact index, or to raise where
+        a malformed event does."""
+        doc = jsonfast.loads_unchecked(data)
+        choices = doc.get("choices") if type(doc) is dict else False
+        if choices is None:
+            return True
+        if type(choices) is not list:
+            return False
+        texts = []
+        for choice in choices:
+            delta = choice.get("delta") if type(choice) is dict else None
+            if type(delta) is not dict:
+                return False
+            calls = delta.get("tool_calls")
+            if calls is not None:
+                if type(calls) is not list:
+                    return False
+                for call in calls:
+                    if type(call) is not dict or call.get("id"):
+                        return False
+            text = reasoning_of(delta)
+            if text and choice.get("index", 0) == 0:  # a float read for a huge index is not 0 either
+                texts.append(text)
+        self.parts += texts
+        return True
 
     def _take_usage(self, doc: dict) -> None:
         """Usage at the top level (a whole answer, an include_usage chunk) or, as Kimi

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from typing import Any, Literal, Protocol
 
 from ..core import jsonfast
@@ -26,6 +27,9 @@ from .responses import (
 
 StreamEnding = Literal["complete", "failed"]
 CUT_MESSAGE = "upstream stream ended before the response was complete"
+
+# What json.dumps(value, ensure_ascii=False) writes, without it building an encoder per call.
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
 
 
 class StreamTranslator(Protocol):
@@ -83,7 +87,26 @@ def _is_error_chunk(data: str) -> bool:
 
 
 def _event(data: dict) -> bytes:
-    return encode_event(json.dumps(data, ensure_ascii=False), event=data["type"])
+    return encode_event(_dumps(data), event=data["type"])
+
+
+def _around_last_string(event: bytes) -> tuple[bytes, bytes]:
+    """An encoded event whose last string value is "", as the bytes before and after it.
+    The deltas of a block differ only in that string: the rest is encoded once per block,
+    and `_in_slot` encodes each delta's string alone."""
+    head, _, tail = event.rpartition(b'""')
+    return head, tail
+
+
+def _in_slot(slot: tuple[bytes, bytes], value: str) -> bytes | None:
+    """The event of `slot` with `value` as its string: the bytes the whole event gets, as
+    the string is escaped by the encoder's own function and JSON holds no raw line break
+    (encode_event writes one data line either way). None for a lone surrogate: the caller
+    encodes the whole event, which raises the error it always raised."""
+    try:
+        return slot[0] + encode_basestring(value).encode() + slot[1]
+    except UnicodeEncodeError:
+        return None
 
 
 @dataclass(slots=True)
@@ -107,6 +130,8 @@ class OpenAIToAnthropicStream:
         self._done = False
         self._index = -1  # last opened block index; indexes go 0, 1, 2... in start order
         self._open: Any = None  # "thinking" | "text" | int (tool-call index) | None
+        self._delta_type = ""  # the delta type `_delta_slot` was encoded for, in the open block
+        self._delta_slot = (b"", b"")  # see _around_last_string
         self._calls: dict[int, _Call] = {}
         self._finish: str | None = None
         self._finished = False  # a finish_reason arrived
@@ -139,10 +164,14 @@ class OpenAIToAnthropicStream:
             # (LiteLLM 30765), and text after a tool call opens a new block.
             reasoning = reasoning_of(delta)
             if reasoning:
-                out += self._delta("thinking", {"type": "thinking_delta", "thinking": reasoning})
+                if self._open != "thinking":
+                    out += self._open_block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+                out.append(self._string_delta("thinking_delta", "thinking", reasoning))
             text = delta.get("content")
             if isinstance(text, str) and text:  # "" creates no block
-                out += self._delta("text", {"type": "text_delta", "text": text})
+                if self._open != "text":
+                    out += self._open_block("text", {"type": "text", "text": ""})
+                out.append(self._string_delta("text_delta", "text", text))
             for call in delta.get("tool_calls") or []:
                 if isinstance(call, dict):
                     out += self._tool_delta(call)
@@ -198,22 +227,19 @@ class OpenAIToAnthropicStream:
         out = self._close()
         self._index += 1
         self._open = key
+        self._delta_type = ""
         out.append(_event({"type": "content_block_start", "index": self._index, "content_block": block}))
         return out
 
     def _block_delta(self, delta: dict) -> bytes:
         return _event({"type": "content_block_delta", "index": self._index, "delta": delta})
 
-    def _delta(self, kind: str, delta: dict) -> list[bytes]:
-        out = []
-        if self._open != kind:
-            if kind == "thinking":
-                empty = {"type": "thinking", "thinking": "", "signature": ""}
-            else:
-                empty = {"type": "text", "text": ""}
-            out = self._open_block(kind, empty)
-        out.append(self._block_delta(delta))
-        return out
+    def _string_delta(self, delta_type: str, name: str, value: str) -> bytes:
+        """The open block's delta {"type": delta_type, name: value}."""
+        if self._delta_type != delta_type:
+            self._delta_slot = _around_last_string(self._block_delta({"type": delta_type, name: ""}))
+            self._delta_type = delta_type
+        return _in_slot(self._delta_slot, value) or self._block_delta({"type": delta_type, name: value})
 
     def _tool_delta(self, tc: dict) -> list[bytes]:
         k = tc.get("index")
@@ -244,7 +270,7 @@ class OpenAIToAnthropicStream:
             return []
         fragment = "".join(call.pending)
         call.pending.clear()
-        return [self._block_delta({"type": "input_json_delta", "partial_json": fragment})]
+        return [self._string_delta("input_json_delta", "partial_json", fragment)]
 
     def _open_call(self, k: int) -> list[bytes]:
         call = self._calls[k]
@@ -289,7 +315,8 @@ def _anthropic_error(err: Any) -> tuple[str, str]:
     return anthropic_type_for(err.get("type"), err.get("code")), str(err.get("message") or "upstream error")
 
 
-_TEXT_KINDS = (("text", "text_delta", "content"), ("thinking", "thinking_delta", "reasoning_content"))
+# A text block's kind -> the type of its deltas, and the OpenAI delta field they become.
+_TEXT_KINDS = {"text": ("text_delta", "content"), "thinking": ("thinking_delta", "reasoning_content")}
 
 
 @dataclass(slots=True)
@@ -299,6 +326,14 @@ class _Block:
     input: Any = None  # tool_use input given whole in content_block_start
     got_args: bool = False
     first: bool = True  # no text delivered from this block yet
+    slot: tuple[bytes, bytes] | None = None  # its chunks around their one string (see _around_last_string)
+
+
+def _delta_of(block: _Block, value: Any) -> dict:
+    """The OpenAI delta carrying `value` as the text of `block` or its tool call's arguments."""
+    if block.kind == "tool_use":
+        return {"tool_calls": [{"index": block.tool, "function": {"arguments": value}}]}
+    return {_TEXT_KINDS[block.kind][1]: value}
 
 
 class AnthropicToOpenAIStream:
@@ -353,7 +388,7 @@ class AnthropicToOpenAIStream:
             block = self._blocks.get(data.get("index"))
             if block and block.kind == "tool_use" and not block.got_args:
                 # OpenAI clients json.loads(arguments): never leave them empty
-                arguments = json.dumps(block.input or {}, ensure_ascii=False)
+                arguments = _dumps(block.input or {})
                 out.append(self._tool_chunk({"index": block.tool, "function": {"arguments": arguments}}))
         elif kind == "message_delta":
             self._finish = finish_reason((data.get("delta") or {}).get("stop_reason"))
@@ -395,18 +430,27 @@ class AnthropicToOpenAIStream:
             if not fragment:
                 return []
             block.got_args = True
-            return [self._tool_chunk({"index": block.tool, "function": {"arguments": fragment}})]
-        for block_kind, delta_kind, field_name in _TEXT_KINDS:
-            if kind == delta_kind and block.kind == block_kind:
-                text = delta.get(block_kind) or ""
-                if not text:
-                    return []
-                if block.first and self._said[block_kind]:
-                    text = "\n\n" + text  # blocks of a kind join with a blank line, as in responses.py
-                block.first = False
-                self._said[block_kind] = True
-                return [self._chunk({field_name: text})]
-        return []  # signature_delta, citations_delta: no OpenAI form
+            return [self._string_chunk(block, fragment)]
+        block_kind = block.kind
+        text_kind = _TEXT_KINDS.get(block_kind) if isinstance(block_kind, str) else None
+        if text_kind is None or kind != text_kind[0]:
+            return []  # signature_delta, citations_delta: no OpenAI form
+        text = delta.get(block_kind) or ""
+        if not text:
+            return []
+        if block.first and self._said[block_kind]:
+            text = "\n\n" + text  # blocks of a kind join with a blank line, as in responses.py
+        block.first = False
+        self._said[block_kind] = True
+        return [self._string_chunk(block, text)]
+
+    def _string_chunk(self, block: _Block, value: Any) -> bytes:
+        """The chunk of `_delta_of(block, value)`."""
+        if not isinstance(value, str):  # relayed as the JSON value it is
+            return self._chunk(_delta_of(block, value))
+        if block.slot is None:
+            block.slot = _around_last_string(self._chunk(_delta_of(block, "")))
+        return _in_slot(block.slot, value) or self._chunk(_delta_of(block, value))
 
     def _complete(self) -> list[bytes]:
         out = [self._chunk({}, finish=self._finish)]
@@ -421,7 +465,7 @@ class AnthropicToOpenAIStream:
         self._done = True
         self.ending = "failed"
         error = {"message": message, "type": kind, "param": None, "code": None}
-        return [encode_event(json.dumps({"error": error}, ensure_ascii=False))]
+        return [encode_event(_dumps({"error": error}))]
 
     def _tool_chunk(self, call: dict) -> bytes:
         return self._chunk({"tool_calls": [call]})
@@ -432,4 +476,4 @@ class AnthropicToOpenAIStream:
     def _raw(self, body: dict) -> bytes:
         chunk = {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self.model}
         chunk.update(body)
-        return encode_event(json.dumps(chunk, ensure_ascii=False))
+        return encode_event(_dumps(chunk))
