@@ -18,7 +18,7 @@ $(RUNTIME_STAMP): pyproject.toml | $(VENV)/bin/python
 	touch $(RUNTIME_STAMP)
 
 $(STAMP): pyproject.toml $(RUNTIME_STAMP)
-	$(PY) -m pip install --quiet -e '.[test,lint,socks,redis,fast]'
+	$(PY) -m pip install --quiet -e '.[test,lint,socks,redis]'
 	touch $(STAMP)
 
 # No key and no upstream configured: serve against the built-in Kimi simulator.

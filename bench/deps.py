@@ -54,7 +54,9 @@ def venv_python(name: str) -> Path:
 
 
 def venv_ready(name: str) -> bool:
-    return (CACHE / name / ".installed").exists()
+    """Made, and with the requirements it has now (a changed list makes it again)."""
+    stamp = CACHE / name / ".installed"
+    return stamp.exists() and stamp.read_text() == "\n".join(VENVS[name][0])
 
 
 def ensure_venv(name: str) -> str | None:
@@ -76,7 +78,7 @@ def ensure_venv(name: str) -> str | None:
         return f"venv {name}: {exc}"
     if r.returncode != 0:
         return f"pip install {' '.join(reqs)} failed: {r.stderr.strip()[-300:]}"
-    (path / ".installed").touch()
+    (path / ".installed").write_text("\n".join(reqs))
     log(f"venv {name} ready in {time.monotonic() - t0:.0f} s")
     return None
 

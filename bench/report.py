@@ -215,8 +215,8 @@ def markdown(results: dict, rows: dict, per_system: dict, info: dict) -> tuple[s
             continue
         cells = []
         for _lbl, key, src, hb in COMPARE:
-            a, b = _val(rows, per_system, raw, key, src), _val(rows, per_system, other, key, src)
-            cells.append(f"{factor(a, b, hb)} ({fmt(a, 2)} / {fmt(b, 2)})")
+            ours, theirs = _val(rows, per_system, raw, key, src), _val(rows, per_system, other, key, src)
+            cells.append(f"{factor(ours, theirs, hb)} ({fmt(ours, 2)} / {fmt(theirs, 2)})")
         cmp_.append(f"| {other} ({raw}) | " + " | ".join(cells) + " |")
     targets = target_checks(rows, per_system, c)
     notes = [f"- {k}: {v}" for k, v in results["notes"].items()] or ["- none"]
@@ -286,10 +286,11 @@ def write(results: dict) -> dict:
     results = {**info, **results}
     stem = f"{info['date']}-{info['commit']}" + ("-quick" if results["mode"] == "quick" else "")
     rows, per_system = figures(results)
-    md, table = markdown(results, rows, per_system, info)
     paths = {k: RESULTS / f"{stem}.{k}" for k in ("json", "md", "svg")}
-    md += f"\n![latency and throughput per system]({stem}.svg)\n"
+    # The measurements first: a run of many minutes is not lost to a fault in the rendering.
     paths["json"].write_text(json.dumps({**results, "figures": rows, "per_system": per_system}, indent=1, default=str))
+    md, table = markdown(results, rows, per_system, info)
+    md += f"\n![latency and throughput per system]({stem}.svg)\n"
     paths["md"].write_text(md)
     paths["svg"].write_text(chart.svg(rows, f"{info['date']} {info['commit']} ({results['mode']})"))
     refresh_readme()

@@ -7,7 +7,7 @@ venv against the built-in simulator with the Dockerfile's CMD (on loopback), and
 /health and a request. It prints the installed size and bounds it.
 
 The bound, 15 MiB: the runtime set measures about 10 MiB (trio ~5, certifi, rawproxy,
-httpcore, idna, attrs ~0.5-0.8 each, the rest small). 15 leaves room for the ordinary growth
+httpcore, idna, attrs ~0.5-0.8 each, orjson ~0.4, the rest small). 15 leaves room for the ordinary growth
 of those packages, and fails on the first heavy addition (pydantic-core, uvloop or an
 HTTP/2 stack each add several MiB), which should be a decision, not an accident.
 """
@@ -111,7 +111,7 @@ def test_runtime_set_installs_small_and_serves(tmp_path):
 
     listed = subprocess.run([*pip, "list", "--format=json"], capture_output=True, text=True, check=True)
     names = sorted(p["name"].lower() for p in json.loads(listed.stdout))
-    assert {"rawproxy", "trio", "h11", "httpcore", "certifi"} <= set(names)
+    assert {"rawproxy", "trio", "h11", "httpcore", "certifi", "orjson"} <= set(names)
     assert not [n for n in names if n.startswith(TEST_ONLY)], f"test-only packages installed: {names}"
 
     site = next((venv / "lib").glob("python3*/site-packages"))
