@@ -36,6 +36,9 @@ FAST = _orjson is not None
 
 _std_loads = json.loads
 _std_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# What json.dumps(value, ensure_ascii=False) writes (the stdlib's spacing, which the
+# translators' output keeps), without building an encoder per call.
+dumps_text = json.JSONEncoder(ensure_ascii=False).encode
 # Every digit as "0", everything else as " ": a run of 19 zeros in the translation is a
 # run of 19 digits in the text (found in C at memory speed; a regex is 50 times slower).
 _DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))

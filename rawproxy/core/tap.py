@@ -11,7 +11,6 @@ integers, which only an exact number needs.
 
 from __future__ import annotations
 
-import json
 from typing import Protocol
 
 from . import jsonfast
@@ -19,20 +18,7 @@ from .ids import tool_call_id
 from .messages import reasoning_of
 from .reasoning import Reasoning
 from .sse import SSEEvent, encode_event
-from .usage import TokenUsage
-
-# What json.dumps(value, ensure_ascii=False) writes, without it building an encoder per call.
-_dumps = json.JSONEncoder(ensure_ascii=False).encode
-
-
-def _object(data: str) -> dict | None:
-    """usage.json_object (an event's data as a JSON object, or None; never raises) with
-    the stdlib's results at jsonfast's speed."""
-    try:
-        doc = jsonfast.loads(data)
-    except (ValueError, RecursionError):
-        return None
-    return doc if isinstance(doc, dict) else None
+from .usage import TokenUsage, json_object
 
 
 class Tap(Protocol):
@@ -137,13 +123,13 @@ class AnthropicTap(_Collected):
             if btype == "tool_use":
                 block["id"] = tool_call_id(self.turn_key, self.tool_calls, self.prefix)
                 self.tool_calls += 1
-                data = _dumps(doc)
+                data = jsonfast.dumps_text(doc)
                 return SSEEvent(ev.event, data, encode_event(data, ev.event or "content_block_start"), True)
             return ev
         if kind == "content_block_stop":
             self._in_thinking = False
         elif kind in ("message_start", "message_delta"):  # once each per answer: cheap to parse
-            doc = _object(ev.data) or {}
+            doc = json_object(ev.data) or {}
             usage = doc.get("usage")
             if kind == "message_start" and isinstance(doc.get("message"), dict):
                 usage = doc["message"].get("usage")
@@ -174,7 +160,7 @@ class OpenAITap(_Collected):
             return ev
         data = ev.data
         if '"usage"' in data:  # Kimi's last choice chunk, or the include_usage chunk
-            self._take_usage(_object(data) or {})
+            self._take_usage(json_object(data) or {})
         # Most chunks carry only `content`: skip the parse unless the chunk can matter.
         if "reasoning" not in data and "tool_calls" not in data:
             return ev
@@ -197,7 +183,7 @@ class OpenAITap(_Collected):
                     changed = True
         if not changed:
             return ev
-        out = _dumps(doc)
+        out = jsonfast.dumps_text(doc)
         return SSEEvent(None, out, encode_event(out), True)
 
     def _plain_chunk(self, data: str) -> bool:

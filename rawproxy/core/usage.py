@@ -13,8 +13,9 @@ cost the client its answer.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from . import jsonfast
 
 TOKEN_KINDS = ("input", "output", "cached_input", "reasoning")
 
@@ -80,7 +81,7 @@ class TokenUsage:
 def json_object(data: str) -> dict | None:
     """An event's data as a JSON object, or None when it is not one (never raises)."""
     try:
-        doc = json.loads(data)
+        doc = jsonfast.loads(data)
     except (ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None

@@ -28,8 +28,7 @@ from .responses import (
 StreamEnding = Literal["complete", "failed"]
 CUT_MESSAGE = "upstream stream ended before the response was complete"
 
-# What json.dumps(value, ensure_ascii=False) writes, without it building an encoder per call.
-_dumps = json.JSONEncoder(ensure_ascii=False).encode
+_dumps = jsonfast.dumps_text
 
 
 class StreamTranslator(Protocol):

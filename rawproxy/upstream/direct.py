@@ -20,7 +20,8 @@ mid-body, so httpcore closes that connection. A connection never goes back half-
 This reaches two private attributes: the byte stream's `_connection._h11_state`
 (httpcore 1.0) and h11's `_receive_buffer`. `open_chunked_body` checks their shapes and
 returns None when it does not recognise them; the caller then reads through httpcore and
-logs that once. `tests/unit/test_upstream_direct.py` fails if the installed versions stop
+logs that once. A third, the trio stream under httpcore's network stream (`_stream`), is
+read when it is there; without it the network stream's public `read` serves. `tests/unit/test_upstream_direct.py` fails if the installed versions stop
 taking this path.
 """
 

@@ -13,18 +13,10 @@ from hypothesis import strategies as st
 
 from rawproxy.core.chunked import ChunkedDecoder, ChunkedError
 
+from .cuts import split_at
+
 HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 MAX = 65536
-
-
-def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    pieces, last = [], 0
-    for p in points:
-        pieces.append(data[last:p])
-        last = p
-    pieces.append(data[last:])
-    return pieces
 
 
 def bytewise(data: bytes) -> list[bytes]:

@@ -7,6 +7,8 @@ from hypothesis import strategies as st
 
 from rawproxy.core.sse import SSEParser, encode_event
 
+from .cuts import split_at
+
 
 def parse_all(chunks):
     parser = SSEParser()
@@ -15,16 +17,6 @@ def parse_all(chunks):
         out.extend(parser.feed(chunk))
     out.extend(parser.close())
     return out
-
-
-def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    pieces, last = [], 0
-    for p in points:
-        pieces.append(data[last:p])
-        last = p
-    pieces.append(data[last:])
-    return pieces
 
 
 field_text = st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=30)
